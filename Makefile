@@ -1,0 +1,46 @@
+# keelson: `make run` starts a single-member keelson on 127.0.0.1:2379, `make test` runs the suite.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck importcheck unit sim proto deps-system clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/keelson serve
+
+# Debian's etcd 3.4 (server and etcdctl) for the compatibility tests.
+deps-system:
+	@if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null; then \
+		SUDO=; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q etcd-server etcd-client; \
+	fi
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check keelson tests bench
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy --strict keelson/raft keelson/wal keelson/mvcc keelson/backend keelson/lease
+
+importcheck: $(STAMP)
+	$(VENV)/bin/lint-imports
+
+proto: $(STAMP)
+	$(PY) -m keelson.proto.generate
+
+sim: $(STAMP)
+	$(PY) -m keelson.raft.sim --seeds 2000 --nodes 3
+	$(PY) -m keelson.raft.sim --seeds 2000 --nodes 5
+
+test: $(STAMP) deps-system lint typecheck importcheck
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .hypothesis

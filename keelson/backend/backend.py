@@ -1,0 +1,311 @@
+"""The LMDB environment under a member: named buckets, batched write transactions.
+
+Theory of operation. One LMDB environment (a directory holding ``data.mdb``) stores every
+bucket of a member (``key`` for mvcc revisions, ``meta``, ``lease``, ``members``, ...) as a
+named sub-database. LMDB gives us what etcd gets from bbolt: a copy-on-write B+tree, one
+writer at a time and readers that see a consistent snapshot without blocking it.
+
+Invariants:
+- Exactly one write transaction is open at a time (``_write_lock``); the server applies a
+  batch of raft entries in one of them and records the last applied raft index (the
+  *consistent index*) in the same transaction, so after a crash the backend and the index
+  agree and re-applying the WAL is idempotent.
+- A write transaction commits only when its ``with`` block exits normally; an exception
+  aborts it and nothing of it is visible.
+- ``defragment`` blocks writers (not readers) while it copies the live pages into a fresh
+  environment, then swaps environments between two transactions.
+
+Durability: LMDB commits are synced (``sync=True``) unless the caller opens the backend with
+``sync=False`` because the WAL already made the entries durable (etcd does the same: the
+backend is rebuilt from the WAL on restart, guarded by the consistent index).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import threading
+from collections.abc import Iterable, Iterator
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+import lmdb
+
+if TYPE_CHECKING:
+    from lmdb import _Database
+
+DEFAULT_MAP_SIZE = 8 * 1024 * 1024 * 1024
+"""Address space reserved for the environment; the file grows only as data is written."""
+
+META_BUCKET = b"meta"
+_CONSISTENT_INDEX_KEY = b"consistent_index"
+_INDEX = struct.Struct(">QQ")
+
+DB_FILE = "data.mdb"
+
+
+class BackendError(Exception):
+    """The backend could not be opened or an operation on it failed."""
+
+
+class ReadTxn:
+    """A consistent read-only view of every bucket. Use as a context manager."""
+
+    __slots__ = ("_backend", "_txn", "_dbs")
+
+    def __init__(self, backend: Backend, txn: lmdb.Transaction) -> None:
+        self._backend = backend
+        self._txn = txn
+        self._dbs = backend._dbs
+
+    def __enter__(self) -> ReadTxn:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._txn.abort()
+        self._backend._reader_done()
+
+    def _db(self, bucket: bytes) -> _Database:
+        try:
+            return self._dbs[bucket]
+        except KeyError:
+            raise BackendError(f"unknown bucket {bucket!r}") from None
+
+    def get(self, bucket: bytes, key: bytes) -> bytes | None:
+        value = self._txn.get(key, db=self._db(bucket))
+        return None if value is None else bytes(value)
+
+    def range(
+        self, bucket: bytes, start: bytes, end: bytes | None, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Yield (key, value) for start <= key < end (end None: to the last key), in key
+        order, or in reverse order when ``reverse``. Valid only while the txn is open."""
+        cursor = self._txn.cursor(db=self._db(bucket))
+        if not reverse:
+            if not cursor.set_range(start):
+                return
+            for key, value in cursor:
+                if end is not None and bytes(key) >= end:
+                    return
+                yield bytes(key), bytes(value)
+            return
+        # Reverse: position at the last key < end.
+        if end is None:
+            positioned = cursor.last()
+        elif cursor.set_range(end):
+            positioned = cursor.prev()
+        else:
+            positioned = cursor.last()
+        while positioned:
+            key = bytes(cursor.key())
+            if key < start:
+                return
+            yield key, bytes(cursor.value())
+            positioned = cursor.prev()
+
+    def count(self, bucket: bytes) -> int:
+        return int(self._txn.stat(self._db(bucket))["entries"])
+
+    def consistent_index(self) -> tuple[int, int]:
+        """(index, term) of the last raft entry applied to this backend; (0, 0) if none."""
+        raw = self._txn.get(_CONSISTENT_INDEX_KEY, db=self._dbs[META_BUCKET])
+        if raw is None:
+            return (0, 0)
+        index, term = _INDEX.unpack(bytes(raw))
+        return (index, term)
+
+
+class WriteTxn(ReadTxn):
+    """The single write transaction. Commits on normal exit, aborts on exception."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self, backend: Backend, txn: lmdb.Transaction, lock: threading.Lock) -> None:
+        super().__init__(backend, txn)
+        self._lock = lock
+
+    def __enter__(self) -> WriteTxn:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if exc_type is None:
+                try:
+                    self._txn.commit()
+                except lmdb.MapFullError as e:
+                    raise BackendError("backend map is full") from e
+            else:
+                self._txn.abort()
+        finally:
+            self._lock.release()
+
+    def put(self, bucket: bytes, key: bytes, value: bytes) -> None:
+        try:
+            self._txn.put(key, value, db=self._db(bucket))
+        except lmdb.MapFullError as e:
+            raise BackendError("backend map is full") from e
+
+    def delete(self, bucket: bytes, key: bytes) -> bool:
+        return bool(self._txn.delete(key, db=self._db(bucket)))
+
+    def set_consistent_index(self, index: int, term: int) -> None:
+        self._txn.put(_CONSISTENT_INDEX_KEY, _INDEX.pack(index, term), db=self._dbs[META_BUCKET])
+
+
+class Backend:
+    """An LMDB environment with named buckets; see the module docstring for guarantees."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        map_size: int = DEFAULT_MAP_SIZE,
+        buckets: Iterable[bytes] = (),
+        sync: bool = True,
+    ) -> None:
+        self.path = path
+        self._map_size = map_size
+        self._sync = sync
+        self._names = sorted({META_BUCKET, *buckets})
+        self._write_lock = threading.Lock()
+        # Readers hold this shared; defragment's swap holds it exclusively.
+        self._swap = threading.Condition()
+        self._readers = 0
+        self._swapping = False
+        os.makedirs(path, exist_ok=True)
+        self._env, self._dbs = self._open_env(path)
+
+    def _open_env(self, path: str) -> tuple[lmdb.Environment, dict[bytes, _Database]]:
+        try:
+            env = lmdb.open(
+                path,
+                map_size=self._map_size,
+                max_dbs=64,
+                sync=self._sync,
+                metasync=self._sync,
+                readahead=False,
+                lock=True,
+                max_readers=512,
+            )
+        except lmdb.Error as e:
+            raise BackendError(f"cannot open backend at {path}: {e}") from e
+        dbs = {name: env.open_db(name) for name in self._names}
+        return env, dbs
+
+    # -- transactions -----------------------------------------------------------------
+
+    def read(self) -> ReadTxn:
+        with self._swap:
+            while self._swapping:
+                self._swap.wait()
+            self._readers += 1
+            try:
+                txn = self._env.begin(write=False, buffers=False)
+            except BaseException:
+                self._readers -= 1
+                raise
+        return ReadTxn(self, txn)
+
+    def _reader_done(self) -> None:
+        with self._swap:
+            self._readers -= 1
+            if self._readers == 0:
+                self._swap.notify_all()
+
+    def write(self) -> WriteTxn:
+        self._write_lock.acquire()
+        try:
+            txn = self._env.begin(write=True, buffers=False)
+        except BaseException:
+            self._write_lock.release()
+            raise
+        return WriteTxn(self, txn, self._write_lock)
+
+    def consistent_index(self) -> tuple[int, int]:
+        with self.read() as tx:
+            return tx.consistent_index()
+
+    # -- size, defragmentation, snapshots ----------------------------------------------
+
+    def size(self) -> int:
+        """Bytes the database file takes on disk (etcd's dbSize)."""
+        try:
+            return os.path.getsize(os.path.join(self.path, DB_FILE))
+        except OSError:
+            return 0
+
+    def size_in_use(self) -> int:
+        """Bytes of pages reachable from the buckets (etcd's dbSizeInUse). LMDB does not
+        expose its free list, so this counts the pages of every tree instead; the
+        difference from ``size()`` is what defragmentation would give back."""
+        reachable = 2  # the two meta pages
+        with self._env.begin(write=False) as txn:
+            for name in self._names:
+                s = txn.stat(self._dbs[name])
+                reachable += s["branch_pages"] + s["leaf_pages"] + s["overflow_pages"]
+        main = self._env.stat()
+        reachable += main["branch_pages"] + main["leaf_pages"] + main["overflow_pages"]
+        return int(reachable * main["psize"])
+
+    def copy_to(self, dest_dir: str, *, compact: bool = True) -> None:
+        """Write a consistent copy of the environment into ``dest_dir`` (created), as of
+        one read transaction; writers are not blocked."""
+        os.makedirs(dest_dir, exist_ok=True)
+        self._env.copy(dest_dir, compact=compact)
+
+    def defragment(self) -> None:
+        """Rewrite the environment into a compact copy and switch to it.
+
+        Writers wait for the whole operation; readers keep being served from the old
+        environment until the switch, which waits for in-flight readers to finish."""
+        with self._write_lock:
+            tmp = self.path.rstrip("/") + ".defrag"
+            shutil.rmtree(tmp, ignore_errors=True)
+            self.copy_to(tmp, compact=True)
+            with self._swap:
+                self._swapping = True
+                while self._readers:
+                    self._swap.wait()
+            try:
+                self._swap_in(tmp)
+            finally:
+                with self._swap:
+                    self._swapping = False
+                    self._swap.notify_all()
+
+    def _swap_in(self, tmp: str) -> None:
+        """Replace the environment by the compact copy in ``tmp``; no txn may be open."""
+        self._env.close()
+        os.replace(os.path.join(tmp, DB_FILE), os.path.join(self.path, DB_FILE))
+        lock_file = os.path.join(self.path, "lock.mdb")
+        if os.path.exists(lock_file):
+            os.unlink(lock_file)
+        shutil.rmtree(tmp, ignore_errors=True)
+        _fsync_dir(self.path)
+        self._env, self._dbs = self._open_env(self.path)
+
+    def sync(self) -> None:
+        self._env.sync(True)
+
+    def close(self) -> None:
+        with self._write_lock:
+            self._env.close()
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,218 @@
+"""The values the raft core exchanges with the world: messages, entries, state, Ready.
+
+This module is the contract between the sans-I/O core and everything around it (the
+simulator, the WAL, the transport, the server). Every value is an immutable dataclass so a
+``Ready`` handed out can be kept, persisted and sent without copying. Node ids are positive
+integers; ``NONE`` (0) means "no node" (no leader, no vote).
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass, field
+
+NONE = 0
+"""The id that means "nobody": no leader known, no vote cast."""
+
+
+class MessageType(enum.IntEnum):
+    """Kinds of messages; local ones (HUP, BEAT, PROP...) never cross the network except PROP
+    and READ_INDEX forwarded from a follower to its leader."""
+
+    HUP = 0  # local: start an election
+    BEAT = 1  # local: leader sends heartbeats
+    PROP = 2  # propose entries (local, or forwarded to the leader)
+    APP = 3  # append entries
+    APP_RESP = 4
+    VOTE = 5
+    VOTE_RESP = 6
+    SNAP = 7  # install snapshot
+    HEARTBEAT = 8
+    HEARTBEAT_RESP = 9
+    UNREACHABLE = 10  # local: transport could not reach a peer
+    SNAP_STATUS = 11  # local: result of sending a snapshot
+    CHECK_QUORUM = 12  # local
+    TRANSFER_LEADER = 13
+    TIMEOUT_NOW = 14
+    READ_INDEX = 15
+    READ_INDEX_RESP = 16
+    PRE_VOTE = 17
+    PRE_VOTE_RESP = 18
+
+
+class EntryType(enum.IntEnum):
+    NORMAL = 0
+    CONF_CHANGE = 1
+
+
+class StateType(enum.IntEnum):
+    FOLLOWER = 0
+    CANDIDATE = 1
+    LEADER = 2
+    PRE_CANDIDATE = 3
+
+
+class ConfChangeType(enum.IntEnum):
+    """One membership change. Promoting a learner is ADD_NODE on a learner's id."""
+
+    ADD_NODE = 0
+    REMOVE_NODE = 1
+    UPDATE_NODE = 2
+    ADD_LEARNER_NODE = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    term: int
+    index: int
+    type: EntryType = EntryType.NORMAL
+    data: bytes = b""
+
+    def size(self) -> int:
+        """Approximate encoded size, used for message and batch size limits."""
+        return len(self.data) + 24
+
+
+@dataclass(frozen=True, slots=True)
+class HardState:
+    """What must be durable before any message of the same Ready is sent."""
+
+    term: int = 0
+    vote: int = NONE
+    commit: int = 0
+
+    def is_empty(self) -> bool:
+        return self.term == 0 and self.vote == NONE and self.commit == 0
+
+
+EMPTY_HARD_STATE = HardState()
+
+
+@dataclass(frozen=True, slots=True)
+class ConfState:
+    """The membership as of a point in the log. Ids are kept sorted."""
+
+    voters: tuple[int, ...] = ()
+    learners: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotMetadata:
+    index: int = 0
+    term: int = 0
+    conf_state: ConfState = field(default_factory=ConfState)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The application state up to ``metadata.index``; ``data`` is opaque to raft."""
+
+    metadata: SnapshotMetadata = field(default_factory=SnapshotMetadata)
+    data: bytes = b""
+
+    def is_empty(self) -> bool:
+        return self.metadata.index == 0
+
+
+EMPTY_SNAPSHOT = Snapshot()
+
+
+@dataclass(frozen=True, slots=True)
+class ConfChange:
+    """A membership change carried in the ``data`` of a CONF_CHANGE entry."""
+
+    type: ConfChangeType
+    node_id: int
+    context: bytes = b""
+
+    _HEADER = struct.Struct(">BQ")
+
+    def encode(self) -> bytes:
+        return self._HEADER.pack(int(self.type), self.node_id) + self.context
+
+    @classmethod
+    def decode(cls, data: bytes) -> ConfChange:
+        """Decode; raises ValueError on malformed input (data may come from a peer)."""
+        if len(data) < cls._HEADER.size:
+            raise ValueError("conf change too short")
+        kind, node_id = cls._HEADER.unpack_from(data)
+        return cls(ConfChangeType(kind), node_id, bytes(data[cls._HEADER.size :]))
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    type: MessageType
+    to: int = NONE
+    frm: int = NONE
+    term: int = 0
+    log_term: int = 0
+    index: int = 0
+    entries: tuple[Entry, ...] = ()
+    commit: int = 0
+    snapshot: Snapshot | None = None
+    reject: bool = False
+    reject_hint: int = 0
+    context: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class SoftState:
+    """Volatile state worth telling the application about; never persisted."""
+
+    lead: int = NONE
+    raft_state: StateType = StateType.FOLLOWER
+
+
+@dataclass(frozen=True, slots=True)
+class ReadState:
+    """A ReadIndex answer: once the application has applied ``index``, a read for
+    ``request_ctx`` may be served from local state and is linearizable."""
+
+    index: int
+    request_ctx: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """Everything the application must do, in this order:
+
+    1. persist ``snapshot`` (if any), ``entries`` and ``hard_state`` (fsync if ``must_sync``);
+    2. send ``messages`` (only after step 1 is durable);
+    3. apply ``snapshot`` then ``committed_entries`` to the state machine;
+    4. call ``advance(ready)``.
+    """
+
+    soft_state: SoftState | None = None
+    hard_state: HardState | None = None
+    read_states: tuple[ReadState, ...] = ()
+    entries: tuple[Entry, ...] = ()
+    snapshot: Snapshot | None = None
+    committed_entries: tuple[Entry, ...] = ()
+    messages: tuple[Message, ...] = ()
+    must_sync: bool = False
+
+
+class RaftError(Exception):
+    """Base class of errors the raft core reports to its caller."""
+
+
+class ProposalDropped(RaftError):
+    """The proposal was not accepted: no leader is known, a leadership transfer is in
+    progress, a conf change is pending, or this member was removed. Safe to retry."""
+
+
+class CompactedError(RaftError):
+    """The requested index is older than the first index kept in storage."""
+
+
+class UnavailableError(RaftError):
+    """The requested index is newer than the last index in storage."""
+
+
+class SnapshotOutOfDate(RaftError):
+    """A snapshot older than the current one was offered to storage."""
+
+
+class SnapshotTemporarilyUnavailable(RaftError):
+    """Storage cannot produce a snapshot right now; raft retries later."""
