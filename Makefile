@@ -24,7 +24,7 @@ deps-system:
 	fi
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check keelson tests bench
+	$(VENV)/bin/ruff check keelson tests $(wildcard bench)
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy --strict keelson/raft keelson/wal keelson/mvcc keelson/backend keelson/lease
