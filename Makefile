@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck importcheck unit sim proto deps-system clean
+.PHONY: run test lint typecheck importcheck sim proto deps-system clean bench bench-quick
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,3 +44,10 @@ test: $(STAMP) deps-system lint typecheck importcheck
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .hypothesis
+
+# Side by side with etcd 3.4 using etcd's own load generator (built from Debian packages).
+bench: $(STAMP) deps-system
+	$(PY) -m bench.run
+
+bench-quick: $(STAMP) deps-system
+	$(PY) -m bench.run --quick
