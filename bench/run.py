@@ -23,8 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.cluster import LocalCluster
 from keelson.testing.etcd import etcdctl
+from keelson.testing.local_cluster import LocalCluster
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH_BIN = REPO / ".etcd-bench" / "bin" / "benchmark"

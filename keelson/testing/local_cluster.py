@@ -19,7 +19,7 @@ from pathlib import Path
 
 from keelson.testing.etcd import etcdctl, free_port, wait_for_port
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parent.parent.parent
 
 
 def command_for(kind: str) -> list[str]:
