@@ -1,0 +1,255 @@
+"""The in-memory index of the key space: for every key, its generations of revisions.
+
+Theory of operation. This is etcd's ``treeIndex``/``keyIndex``. A key's history is a list
+of *generations*: a generation starts with the put that (re)creates the key and ends with the
+tombstone that deletes it; the last generation is empty while the key is deleted. Given a
+revision, the index answers which revision of a key was current then (or that the key did
+not exist), without touching the backend. Keys are kept in a sorted list (``bisect``) next to
+a dict, so a range is a slice of the list. The index is rebuilt from the ``key`` bucket on
+open (``restore_put`` / ``restore_tombstone`` in revision order) and compacted in memory when
+a compaction is scheduled.
+
+Invariants (checked by ``KeyIndex.check``): revisions of a key strictly increase across its
+generations; every generation but the last ends with a tombstone; only the last may be empty.
+Not thread-safe: the store calls it from its one writer thread.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator
+
+from keelson.mvcc.revision import Revision
+
+
+class Generation:
+    """One life of a key: revisions from its creation to (excluding) its deletion."""
+
+    __slots__ = ("created", "ver", "revs")
+
+    def __init__(self) -> None:
+        self.created = Revision(0, 0)
+        self.ver = 0  # version of the newest revision in ``revs``
+        self.revs: list[Revision] = []
+
+    def __repr__(self) -> str:
+        return f"Generation(created={self.created}, ver={self.ver}, revs={self.revs})"
+
+
+class KeyIndex:
+    """The generations of one key (etcd's keyIndex)."""
+
+    __slots__ = ("key", "modified", "generations", "lease")
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+        self.modified = Revision(0, 0)
+        self.generations: list[Generation] = [Generation()]
+        self.lease = 0  # lease of the newest live revision (0 when deleted or none)
+
+    def is_empty(self) -> bool:
+        return len(self.generations) == 1 and not self.generations[0].revs
+
+    def put(self, rev: Revision, lease: int) -> None:
+        if rev <= self.modified:
+            raise AssertionError(f"key index: put {rev} not after {self.modified}")
+        g = self.generations[-1]
+        if not g.revs:
+            g.created = rev
+        g.revs.append(rev)
+        g.ver += 1
+        self.modified = rev
+        self.lease = lease
+
+    def restore_put(self, rev: Revision, created: int, version: int, lease: int) -> None:
+        """Add a revision read back from the bucket, trusting its stored version."""
+        if rev <= self.modified:
+            raise AssertionError(f"key index: restore {rev} not after {self.modified}")
+        g = self.generations[-1]
+        if not g.revs:
+            g.created = Revision(created, 0)
+        g.revs.append(rev)
+        g.ver = version
+        self.modified = rev
+        self.lease = lease
+
+    def tombstone(self, rev: Revision) -> bool:
+        """End the current generation at ``rev``; False if the key is not live."""
+        if not self.generations[-1].revs:
+            return False
+        self.put(rev, 0)
+        self.generations.append(Generation())
+        return True
+
+    def _find_generation(self, at: int) -> Generation | None:
+        last = len(self.generations) - 1
+        for i in range(last, -1, -1):
+            g = self.generations[i]
+            if not g.revs:
+                continue
+            if i != last and g.revs[-1].main <= at:
+                return None  # deleted at or before ``at``
+            if g.revs[0].main <= at:
+                return g
+        return None
+
+    def get(self, at: int) -> tuple[Revision, Revision, int] | None:
+        """(modified, created, version) of the key as of main revision ``at``, or None."""
+        g = self._find_generation(at)
+        if g is None:
+            return None
+        revs = g.revs
+        n = bisect.bisect_right(revs, Revision(at, 1 << 64)) - 1
+        if n < 0:
+            return None
+        return revs[n], g.created, g.ver - (len(revs) - n - 1)
+
+    def _compact_point(self, at: int, available: set[Revision]) -> tuple[int, int]:
+        """etcd's doCompact: find the generation holding ``at`` (or created after it) and add
+        its newest revision at or before ``at`` to ``available``."""
+        gi = 0
+        while gi < len(self.generations) - 1:
+            if self.generations[gi].revs[-1].main > at:
+                break
+            gi += 1
+        revs = self.generations[gi].revs
+        ri = bisect.bisect_right(revs, Revision(at, 1 << 64)) - 1
+        if ri >= 0:
+            available.add(revs[ri])
+        return gi, ri
+
+    def compact(self, at: int, available: set[Revision]) -> None:
+        """Drop history before ``at``, keeping the revision current at ``at`` (unless it is a
+        tombstone); adds the kept revision to ``available``."""
+        gi, ri = self._compact_point(at, available)
+        g = self.generations[gi]
+        if g.revs:
+            if ri != -1:
+                del g.revs[:ri]
+            if len(g.revs) == 1 and gi != len(self.generations) - 1:
+                available.discard(g.revs[0])
+                gi += 1
+        del self.generations[:gi]
+
+    def keep(self, at: int, available: set[Revision]) -> None:
+        """Add to ``available`` what ``compact(at)`` would keep, changing nothing."""
+        if self.is_empty():
+            return
+        gi, ri = self._compact_point(at, available)
+        g = self.generations[gi]
+        if g.revs and ri == len(g.revs) - 1 and gi != len(self.generations) - 1:
+            available.discard(g.revs[ri])
+
+    def check(self) -> None:
+        """Raise AssertionError if the invariants above do not hold."""
+        prev = Revision(0, 0)
+        for i, g in enumerate(self.generations):
+            if not g.revs and i != len(self.generations) - 1:
+                raise AssertionError(f"{self.key!r}: empty generation {i} is not the last")
+            for r in g.revs:
+                if r <= prev:
+                    raise AssertionError(f"{self.key!r}: revisions out of order at {r}")
+                prev = r
+
+
+class TreeIndex:
+    """All keys' KeyIndex, with the keys kept in sorted order."""
+
+    __slots__ = ("_keys", "_index")
+
+    def __init__(self) -> None:
+        self._keys: list[bytes] = []
+        self._index: dict[bytes, KeyIndex] = {}
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def key_index(self, key: bytes) -> KeyIndex | None:
+        return self._index.get(key)
+
+    def _get_or_create(self, key: bytes) -> KeyIndex:
+        ki = self._index.get(key)
+        if ki is None:
+            ki = KeyIndex(key)
+            self._index[key] = ki
+            keys = self._keys
+            if not keys or keys[-1] < key:
+                keys.append(key)
+            else:
+                keys.insert(bisect.bisect_left(keys, key), key)
+        return ki
+
+    def put(self, key: bytes, rev: Revision, lease: int) -> None:
+        self._get_or_create(key).put(rev, lease)
+
+    def restore_put(
+        self, key: bytes, rev: Revision, created: int, version: int, lease: int
+    ) -> None:
+        self._get_or_create(key).restore_put(rev, created, version, lease)
+
+    def tombstone(self, key: bytes, rev: Revision) -> bool:
+        ki = self._index.get(key)
+        return ki is not None and ki.tombstone(rev)
+
+    def get(self, key: bytes, at: int) -> tuple[Revision, Revision, int] | None:
+        ki = self._index.get(key)
+        return None if ki is None else ki.get(at)
+
+    def keys_in(self, key: bytes, end: bytes | None) -> Iterator[KeyIndex]:
+        """KeyIndex of every indexed key in [key, end) (end None: single key; b"": no bound),
+        in key order."""
+        if end is None:
+            ki = self._index.get(key)
+            if ki is not None:
+                yield ki
+            return
+        keys = self._keys
+        lo = bisect.bisect_left(keys, key)
+        hi = len(keys) if end == b"" else bisect.bisect_left(keys, end, lo)
+        index = self._index
+        for i in range(lo, hi):
+            yield index[keys[i]]
+
+    def revisions(
+        self, key: bytes, end: bytes | None, at: int
+    ) -> list[tuple[bytes, Revision]]:
+        """(key, revision) of every key live at ``at`` in the range, in key order."""
+        out: list[tuple[bytes, Revision]] = []
+        for ki in self.keys_in(key, end):
+            got = ki.get(at)
+            if got is not None:
+                out.append((ki.key, got[0]))
+        return out
+
+    def count(self, key: bytes, end: bytes | None, at: int) -> int:
+        n = 0
+        for ki in self.keys_in(key, end):
+            if ki.get(at) is not None:
+                n += 1
+        return n
+
+    def compact(self, at: int) -> set[Revision]:
+        """Compact every key at ``at``; forget keys with no history left. Returns the
+        revisions at or below ``at`` that must stay in the bucket."""
+        available: set[Revision] = set()
+        emptied = False
+        for ki in self._index.values():
+            ki.compact(at, available)
+            if ki.is_empty():
+                emptied = True
+        if emptied:
+            self._keys = [k for k in self._keys if not self._index[k].is_empty()]
+            self._index = {k: self._index[k] for k in self._keys}
+        return available
+
+    def keep(self, at: int) -> set[Revision]:
+        available: set[Revision] = set()
+        for ki in self._index.values():
+            ki.keep(at, available)
+        return available
+
+    def check(self) -> None:
+        if self._keys != sorted(self._index):
+            raise AssertionError("tree index: key list out of sync with the index")
+        for ki in self._index.values():
+            ki.check()
