@@ -203,6 +203,10 @@ class Backend:
         dbs = {name: env.open_db(name) for name in self._names}
         return env, dbs
 
+    def bucket_names(self) -> tuple[bytes, ...]:
+        """Every bucket of this environment, sorted (for whole-backend hashes)."""
+        return tuple(self._names)
+
     # -- transactions -----------------------------------------------------------------
 
     def read(self) -> ReadTxn:

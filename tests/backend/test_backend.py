@@ -129,3 +129,7 @@ def test_defragment_waits_for_readers_and_keeps_serving(backend: Backend) -> Non
     assert seen == [500]
     with backend.read() as tx:
         assert tx.count(KEY) == 500
+
+
+def test_bucket_names_are_sorted_and_include_meta(backend: Backend) -> None:
+    assert backend.bucket_names() == (KEY, b"lease", b"meta")
