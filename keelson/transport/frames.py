@@ -1,0 +1,154 @@
+"""Frames on a member-to-member connection (sans-I/O: bytes in, values out).
+
+Theory of operation: every connection carries length-prefixed frames::
+
+    length u32 (of what follows) | kind u8 | body
+
+The first frame a dialer sends is a HANDSHAKE naming the connection's channel (MESSAGES or
+SNAPSHOT); the listener answers with HANDSHAKE_OK, or logs one line and closes. Afterwards:
+
+* MESSAGES channel, dialer -> listener: MESSAGE (an encoded raft message) and REQUEST frames;
+  listener -> dialer: RESPONSE frames.
+* SNAPSHOT channel, dialer -> listener: one SNAP_BEGIN, SNAP_CHUNK frames, then the listener
+  answers one SNAP_DONE and both sides close.
+
+Every decoder here raises ``FrameError`` (a ``CodecError``) on malformed bodies.
+``read_frame`` is the one function that touches a stream: it reads a single frame and
+refuses a length of zero or above the caller's cap before reading the body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import struct
+from dataclasses import dataclass
+
+from keelson.transport.codec import CodecError
+
+MAGIC = b"KLSN"
+PROTOCOL_VERSION = 1
+
+LENGTH = struct.Struct(">I")
+_HANDSHAKE = struct.Struct(">4sHBQQQ")
+_REQUEST_HEAD = struct.Struct(">QB")
+_RESPONSE_HEAD = struct.Struct(">QB")
+_SNAP_BEGIN_HEAD = struct.Struct(">Q")
+
+
+class FrameError(CodecError):
+    """A frame body is malformed."""
+
+
+class FrameKind(enum.IntEnum):
+    HANDSHAKE = 1
+    HANDSHAKE_OK = 2
+    MESSAGE = 3
+    REQUEST = 4
+    RESPONSE = 5
+    SNAP_BEGIN = 6
+    SNAP_CHUNK = 7
+    SNAP_DONE = 8
+
+
+class Channel(enum.IntEnum):
+    MESSAGES = 0
+    SNAPSHOT = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Handshake:
+    magic: bytes
+    version: int
+    channel: int
+    cluster_id: int
+    sender_id: int
+    receiver_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    request_id: int
+    kind: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    request_id: int
+    ok: bool
+    payload: bytes  # the handler's answer, or a UTF-8 error message when not ok
+
+
+def frame(kind: FrameKind, body: bytes = b"") -> bytes:
+    """One frame, ready to write."""
+    return LENGTH.pack(len(body) + 1) + bytes((kind,)) + body
+
+
+def encode_handshake(h: Handshake) -> bytes:
+    return frame(
+        FrameKind.HANDSHAKE,
+        _HANDSHAKE.pack(h.magic, h.version, h.channel, h.cluster_id, h.sender_id, h.receiver_id),
+    )
+
+
+def decode_handshake(body: bytes) -> Handshake:
+    if len(body) != _HANDSHAKE.size:
+        raise FrameError(f"handshake of {len(body)} bytes, want {_HANDSHAKE.size}")
+    magic, version, channel, cluster_id, sender, receiver = _HANDSHAKE.unpack(body)
+    return Handshake(magic, version, channel, cluster_id, sender, receiver)
+
+
+def encode_request(r: Request) -> bytes:
+    kind = r.kind.encode()
+    if len(kind) > 255:
+        raise FrameError("request kind longer than 255 bytes")
+    return frame(FrameKind.REQUEST, _REQUEST_HEAD.pack(r.request_id, len(kind)) + kind + r.payload)
+
+
+def decode_request(body: bytes) -> Request:
+    if len(body) < _REQUEST_HEAD.size:
+        raise FrameError("request frame too short")
+    request_id, kind_len = _REQUEST_HEAD.unpack_from(body)
+    end = _REQUEST_HEAD.size + kind_len
+    if end > len(body):
+        raise FrameError("request kind runs past the frame")
+    try:
+        kind = body[_REQUEST_HEAD.size : end].decode()
+    except UnicodeDecodeError as exc:
+        raise FrameError("request kind is not UTF-8") from exc
+    return Request(request_id, kind, bytes(body[end:]))
+
+
+def encode_response(r: Response) -> bytes:
+    return frame(FrameKind.RESPONSE, _RESPONSE_HEAD.pack(r.request_id, int(r.ok)) + r.payload)
+
+
+def decode_response(body: bytes) -> Response:
+    if len(body) < _RESPONSE_HEAD.size:
+        raise FrameError("response frame too short")
+    request_id, ok = _RESPONSE_HEAD.unpack_from(body)
+    if ok not in (0, 1):
+        raise FrameError(f"bad response status {ok}")
+    return Response(request_id, ok == 1, bytes(body[_RESPONSE_HEAD.size :]))
+
+
+def encode_snap_begin(total: int, header: bytes) -> bytes:
+    """SNAP_BEGIN: the snapshot's total data length, then the MsgSnap encoded without data."""
+    return frame(FrameKind.SNAP_BEGIN, _SNAP_BEGIN_HEAD.pack(total) + header)
+
+
+def decode_snap_begin(body: bytes) -> tuple[int, bytes]:
+    if len(body) < _SNAP_BEGIN_HEAD.size:
+        raise FrameError("snapshot begin frame too short")
+    (total,) = _SNAP_BEGIN_HEAD.unpack_from(body)
+    return total, bytes(body[_SNAP_BEGIN_HEAD.size :])
+
+
+async def read_frame(reader: asyncio.StreamReader, cap: int) -> tuple[int, bytes]:
+    """Read one frame; FrameError if its length is zero or above ``cap``."""
+    (length,) = LENGTH.unpack(await reader.readexactly(LENGTH.size))
+    if length == 0 or length > cap:
+        raise FrameError(f"frame length {length} outside 1..{cap}")
+    data = await reader.readexactly(length)
+    return data[0], data[1:]

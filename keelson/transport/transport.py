@@ -1,0 +1,639 @@
+"""Member-to-member transport: raft messages, forwarded requests and snapshots over TCP/TLS.
+
+Theory of operation
+-------------------
+Each member listens on one asyncio server. For every peer it knows (``add_peer``) it keeps
+one *outbound* MESSAGES connection, dialled lazily by a per-peer writer task the first time
+something is queued for that peer. Messages flow one way on a connection (dialer to
+listener); the peer answers raft messages over its own outbound connection to us, as etcd's
+rafthttp does with its pair of streams.
+
+``send`` never blocks: it encodes each message into a frame (see ``frames``) and appends it
+to the peer's bounded queue. The writer task takes *everything* queued in one turn and hands
+it to the socket in a single ``write`` (so 1000 ``send`` calls in one loop turn cost one
+write), then awaits ``drain``; messages queued meanwhile form the next batch. If the queue is
+full the message is dropped and ``on_unreachable(peer)`` is reported (raft retries). If the
+writer cannot connect, the queue is discarded (stale raft traffic; raft retransmits),
+``on_unreachable`` is reported, pending requests fail, and it retries with exponential
+backoff capped at ``backoff_max``. A connection that breaks is dropped and redialled on the
+next send. ``active_since(peer)`` is the ``time.monotonic()`` at which the current outbound
+connection completed its handshake, ``None`` while there is none.
+
+Handshake: the dialer's first frame names magic, protocol version, channel, cluster id,
+sender id and receiver id. The listener answers HANDSHAKE_OK, or logs one line and closes on
+any mismatch (wrong cluster, wrong receiver, unknown magic/version/channel), garbage, an
+oversized length or a silent dialer (``handshake_timeout``). A peer never crashes the
+listener; it only loses its own connection.
+
+Requests (``request``/``set_request_handler``): a REQUEST frame (request id, kind, payload)
+is queued on the same outbound MESSAGES connection as raft traffic, so it is ordered with
+it; the listener runs the handler registered for ``kind`` in its own task and writes a
+RESPONSE frame (same request id; ok flag; answer or error text) back on *that same
+connection*, which the dialer reads with a per-connection reader task. Request ids come
+from one counter per transport, so they are unique per connection. A request fails with
+``TransportError`` on timeout, when the connection is lost or cannot be made, when the
+peer is unknown, and with the remote message when the handler raised or no handler exists.
+
+Snapshots: every MsgSnap goes over its own SNAPSHOT connection (see ``snapshot``), so a
+large snapshot never sits in front of heartbeats. The sender reports
+``on_snapshot_status(peer, failed)`` once the receiver acknowledged the assembled snapshot
+(``failed=False``) or anything went wrong (``failed=True``, plus ``on_unreachable``).
+
+Handshakes from a member removed with ``remove_peer`` are rejected, as etcd does; other
+senders need not be known peers (a joining member may dial before it is added here).
+A received snapshot is assembled in memory, bounded by ``max_snapshot_bytes``.
+
+``send``, ``request`` and ``stop`` must be called from the event loop's thread. All callbacks
+run on the event loop; ``on_unreachable`` from ``send`` is scheduled with
+``call_soon`` so it never re-enters the caller. Exceptions from callbacks and handlers are
+logged, never propagated into the transport. ``stop()`` closes the listener and every
+connection and cancels and awaits every task; pending requests fail with TransportError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import ssl
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from keelson.raft.types import Message, MessageType
+from keelson.transport.codec import CodecError, decode_message, encode_message
+from keelson.transport.frames import (
+    LENGTH,
+    MAGIC,
+    PROTOCOL_VERSION,
+    Channel,
+    FrameError,
+    FrameKind,
+    Handshake,
+    Request,
+    Response,
+    decode_handshake,
+    decode_request,
+    decode_response,
+    encode_handshake,
+    encode_request,
+    encode_response,
+    frame,
+    read_frame,
+)
+from keelson.transport.snapshot import (
+    acknowledge_snapshot,
+    receive_snapshot,
+    split_snapshot,
+    stream_snapshot,
+)
+
+__all__ = ["PeerStats", "RequestHandler", "Transport", "TransportError"]
+
+log = logging.getLogger(__name__)
+
+RequestHandler = Callable[[bytes], Awaitable[bytes]]
+
+_NETWORK_ERRORS = (OSError, asyncio.IncompleteReadError, TimeoutError, CodecError)
+
+
+class TransportError(Exception):
+    """A request could not be completed; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStats:
+    """Counters of one peer's outbound MESSAGES traffic (for tests and metrics)."""
+
+    frames_sent: int
+    writes: int
+    dropped: int
+
+
+def _parse_url(url: str) -> tuple[str, int, bool]:
+    """(host, port, tls) of a peer URL like ``http://127.0.0.1:2380``; ValueError if bad."""
+    u = urlsplit(url)
+    if u.scheme not in ("http", "https") or not u.hostname:
+        raise ValueError(f"peer URL {url!r}: want http(s)://host:port")
+    try:
+        port = u.port
+    except ValueError as exc:
+        raise ValueError(f"peer URL {url!r}: {exc}") from exc
+    if port is None:
+        raise ValueError(f"peer URL {url!r} has no port")
+    return u.hostname, port, u.scheme == "https"
+
+
+def _close(writer: asyncio.StreamWriter | None) -> None:
+    if writer is not None:
+        with contextlib.suppress(Exception):
+            writer.close()
+
+
+class _Peer:
+    """Outbound state for one peer; owned by its writer task."""
+
+    def __init__(self, peer_id: int, urls: list[str]) -> None:
+        self.id = peer_id
+        self.urls = urls
+        self.next_url = 0
+        self.queue: deque[bytes] = deque()
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.reader_task: asyncio.Task[None] | None = None
+        self.active_since: float | None = None
+        self.pending: dict[int, asyncio.Future[bytes]] = {}
+        self.frames_sent = 0
+        self.writes = 0
+        self.dropped = 0
+
+
+class Transport:
+    """See the module docstring. Create, ``add_peer``, ``await start(...)``, ``send``."""
+
+    def __init__(
+        self,
+        local_id: int,
+        cluster_id: int,
+        on_message: Callable[[Message], None],
+        *,
+        on_unreachable: Callable[[int], None] | None = None,
+        on_snapshot_status: Callable[[int, bool], None] | None = None,
+        ssl_server: ssl.SSLContext | None = None,
+        ssl_client: ssl.SSLContext | None = None,
+        max_queue: int = 4096,
+        max_frame_bytes: int = 64 * 1024 * 1024,
+        max_snapshot_bytes: int = 8 * 1024 * 1024 * 1024,
+        snapshot_chunk_bytes: int = 256 * 1024,
+        dial_timeout: float = 2.0,
+        handshake_timeout: float = 5.0,
+        snapshot_timeout: float = 60.0,
+        backoff_initial: float = 0.05,
+        backoff_max: float = 1.0,
+    ) -> None:
+        if local_id <= 0:
+            raise ValueError("local_id must be a positive integer")
+        if snapshot_chunk_bytes >= max_frame_bytes:
+            raise ValueError("snapshot_chunk_bytes must be below max_frame_bytes")
+        self.local_id = local_id
+        self.cluster_id = cluster_id
+        self._on_message = on_message
+        self._on_unreachable = on_unreachable
+        self._on_snapshot_status = on_snapshot_status
+        self._ssl_server = ssl_server
+        self._ssl_client = ssl_client
+        self._max_queue = max_queue
+        self._max_frame = max_frame_bytes
+        self._max_snapshot = max_snapshot_bytes
+        self._chunk = snapshot_chunk_bytes
+        self._dial_timeout = dial_timeout
+        self._handshake_timeout = handshake_timeout
+        self._snapshot_timeout = snapshot_timeout
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self._peers: dict[int, _Peer] = {}
+        self._handlers: dict[str, RequestHandler] = {}
+        self._request_ids = itertools.count(1)
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()  # inbound, snapshot and handler tasks
+        self._inbound: set[asyncio.StreamWriter] = set()
+        self._stopping = False
+        self._removed: set[int] = set()
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen on ``host:port`` (0 picks a free port); returns the bound port."""
+        self._stopping = False
+        self._server = await asyncio.start_server(
+            self._accept, host, port, ssl=self._ssl_server, reuse_address=True
+        )
+        bound: int = self._server.sockets[0].getsockname()[1]
+        return bound
+
+    async def stop(self) -> None:
+        """Close the listener and all connections; cancel and await every task. Pending
+        requests fail with TransportError; queued messages are discarded."""
+        self._stopping = True
+        if self._server is not None:
+            self._server.close()
+        tasks: list[asyncio.Task[None]] = []
+        for peer in list(self._peers.values()):
+            tasks.extend(self._retire(peer, "transport stopped"))
+        for w in list(self._inbound):
+            _close(w)
+        tasks.extend(self._tasks)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+            self._server = None
+
+    # ---------------------------------------------------------------------- peers
+
+    def add_peer(self, peer_id: int, urls: list[str]) -> None:
+        """Know ``peer_id`` at ``urls`` (tried in turn). Re-adding updates its URLs.
+        ValueError for a malformed URL, or https without an ``ssl_client`` context."""
+        self._check_urls(urls)
+        self._removed.discard(peer_id)
+        if peer_id in self._peers:
+            self.update_peer(peer_id, urls)
+            return
+        self._peers[peer_id] = _Peer(peer_id, list(urls))
+
+    def update_peer(self, peer_id: int, urls: list[str]) -> None:
+        """Change a peer's URLs; its current connection is dropped and redialled lazily."""
+        self._check_urls(urls)
+        peer = self._peers.get(peer_id)
+        if peer is None:
+            self.add_peer(peer_id, urls)
+            return
+        if peer.urls != list(urls):
+            peer.urls = list(urls)
+            peer.next_url = 0
+            self._drop_connection(peer, peer.writer, "peer URLs changed")
+
+    def remove_peer(self, peer_id: int) -> None:
+        """Forget ``peer_id``: its queue is dropped, its connection closed, its pending
+        requests fail, and from now on the listener rejects connections from it (etcd never
+        reuses a removed member's id; ``add_peer`` lifts this). Unknown ids are ignored."""
+        self._removed.add(peer_id)
+        peer = self._peers.get(peer_id)
+        if peer is not None:
+            for t in self._retire(peer, "peer removed"):
+                t.cancel()
+
+    def active_since(self, peer_id: int) -> float | None:
+        peer = self._peers.get(peer_id)
+        return None if peer is None else peer.active_since
+
+    def peer_stats(self, peer_id: int) -> PeerStats | None:
+        peer = self._peers.get(peer_id)
+        if peer is None:
+            return None
+        return PeerStats(peer.frames_sent, peer.writes, peer.dropped)
+
+    def _check_urls(self, urls: list[str]) -> None:
+        if not urls:
+            raise ValueError("a peer needs at least one URL")
+        for url in urls:
+            _, _, tls = _parse_url(url)
+            if tls and self._ssl_client is None:
+                raise ValueError(f"peer URL {url!r} is https but no client TLS context was given")
+
+    def _retire(self, peer: _Peer, why: str) -> list[asyncio.Task[None]]:
+        tasks = [t for t in (peer.task, peer.reader_task) if t is not None]
+        self._peers.pop(peer.id, None)
+        peer.queue.clear()
+        self._drop_connection(peer, peer.writer, why)
+        self._fail_pending(peer, f"peer {peer.id:x}: {why}")
+        return tasks
+
+    # ---------------------------------------------------------------------- sending
+
+    def send(self, msgs: Iterable[Message]) -> None:
+        """Queue messages for their ``to`` peers; never blocks. Messages to unknown peers
+        are dropped; a full queue drops the message and reports the peer unreachable."""
+        for m in msgs:
+            peer = self._peers.get(m.to)
+            if peer is None:
+                log.debug("transport: dropping %s to unknown peer %x", m.type.name, m.to)
+                continue
+            if m.type == MessageType.SNAP:
+                if not self._stopping:
+                    self._spawn(self._send_snapshot(peer, m))
+                continue
+            try:
+                data = frame(FrameKind.MESSAGE, encode_message(m))
+            except CodecError as exc:
+                log.warning("transport: cannot encode %s to %x: %s", m.type.name, m.to, exc)
+                continue
+            self._enqueue(peer, data)
+
+    def _enqueue(self, peer: _Peer, data: bytes) -> bool:
+        if self._stopping:
+            return False
+        if len(peer.queue) >= self._max_queue:
+            peer.dropped += 1
+            asyncio.get_running_loop().call_soon(self._report_unreachable, peer.id)
+            return False
+        peer.queue.append(data)
+        peer.wake.set()
+        if peer.task is None or peer.task.done():
+            if peer.task is not None and not peer.task.cancelled() and peer.task.exception():
+                log.error("transport: writer to %x died", peer.id, exc_info=peer.task.exception())
+            peer.task = asyncio.get_running_loop().create_task(self._run_writer(peer))
+        return True
+
+    async def _dial(
+        self, peer: _Peer, channel: Channel
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        url = peer.urls[peer.next_url % len(peer.urls)]
+        host, port, tls = _parse_url(url)
+        ctx = self._ssl_client if tls else None
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(
+                host, port, ssl=ctx, server_hostname=host if ctx is not None else None
+            ),
+            self._dial_timeout,
+        )
+        try:
+            writer.write(
+                encode_handshake(
+                    Handshake(
+                        MAGIC, PROTOCOL_VERSION, channel, self.cluster_id, self.local_id, peer.id
+                    )
+                )
+            )
+            await writer.drain()
+            kind, _ = await asyncio.wait_for(
+                read_frame(reader, self._max_frame), self._dial_timeout
+            )
+            if kind != FrameKind.HANDSHAKE_OK:
+                raise FrameError(f"unexpected frame kind {kind} in handshake answer")
+        except BaseException:
+            _close(writer)
+            raise
+        return reader, writer
+
+    async def _run_writer(self, peer: _Peer) -> None:
+        backoff = self._backoff_initial
+        while True:
+            await peer.wake.wait()
+            if not peer.queue:
+                peer.wake.clear()
+                continue
+            if peer.writer is None:
+                try:
+                    reader, writer = await self._dial(peer, Channel.MESSAGES)
+                except _NETWORK_ERRORS as exc:
+                    log.debug("transport: cannot reach peer %x: %r", peer.id, exc)
+                    peer.next_url += 1
+                    peer.dropped += len(peer.queue)
+                    peer.queue.clear()
+                    peer.wake.clear()
+                    self._fail_pending(peer, f"peer {peer.id:x} unreachable: {exc!r}")
+                    self._report_unreachable(peer.id)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, self._backoff_max)
+                    continue
+                backoff = self._backoff_initial
+                peer.writer = writer
+                peer.active_since = time.monotonic()
+                peer.reader_task = asyncio.get_running_loop().create_task(
+                    self._read_responses(peer, reader, writer)
+                )
+            batch = b"".join(peer.queue)
+            count = len(peer.queue)
+            peer.queue.clear()
+            peer.wake.clear()
+            writer = peer.writer
+            try:
+                writer.write(batch)
+                peer.writes += 1
+                peer.frames_sent += count
+                await writer.drain()
+            except OSError as exc:
+                log.debug("transport: write to peer %x failed: %r", peer.id, exc)
+                self._drop_connection(peer, writer, f"write failed: {exc!r}")
+                self._report_unreachable(peer.id)
+
+    async def _read_responses(
+        self, peer: _Peer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        why = "connection closed by peer"
+        try:
+            while True:
+                kind, body = await read_frame(reader, self._max_frame)
+                if kind != FrameKind.RESPONSE:
+                    raise FrameError(f"unexpected frame kind {kind} from the listener")
+                resp = decode_response(body)
+                fut = peer.pending.pop(resp.request_id, None)
+                if fut is None or fut.done():
+                    continue
+                if resp.ok:
+                    fut.set_result(resp.payload)
+                else:
+                    fut.set_exception(
+                        TransportError(resp.payload.decode("utf-8", errors="replace"))
+                    )
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            why = f"connection lost: {exc!r}"
+        except CodecError as exc:
+            why = f"bad frame from peer: {exc}"
+            log.warning("transport: closing connection to peer %x: %s", peer.id, exc)
+        self._drop_connection(peer, writer, why)
+
+    def _drop_connection(self, peer: _Peer, writer: asyncio.StreamWriter | None, why: str) -> None:
+        """Close ``writer`` if it is still the peer's connection; fail pending requests."""
+        if writer is None or peer.writer is not writer:
+            return
+        _close(writer)
+        peer.writer = None
+        peer.active_since = None
+        reader_task = peer.reader_task
+        peer.reader_task = None
+        if reader_task is not None and reader_task is not asyncio.current_task():
+            reader_task.cancel()
+        self._fail_pending(peer, f"peer {peer.id:x}: {why}")
+
+    def _fail_pending(self, peer: _Peer, why: str) -> None:
+        pending = peer.pending
+        peer.pending = {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(TransportError(why))
+
+    def _report_unreachable(self, peer_id: int) -> None:
+        if self._on_unreachable is None or self._stopping:
+            return
+        try:
+            self._on_unreachable(peer_id)
+        except Exception:
+            log.exception("transport: on_unreachable(%x) raised", peer_id)
+
+    # --------------------------------------------------------------------- requests
+
+    def set_request_handler(self, kind: str, handler: RequestHandler) -> None:
+        """Answer requests of ``kind`` with ``handler``; an exception it raises is sent back
+        to the requester as a TransportError with its message."""
+        if len(kind.encode()) > 255:
+            raise ValueError("request kind longer than 255 bytes")
+        self._handlers[kind] = handler
+
+    async def request(self, peer_id: int, kind: str, payload: bytes, timeout: float) -> bytes:
+        """Run ``kind``'s handler on ``peer_id`` with ``payload``; its answer. TransportError
+        on timeout, an unknown or unreachable peer, or an error from the remote handler.
+        Cancelling the call abandons the request (a late answer is ignored)."""
+        peer = self._peers.get(peer_id)
+        if peer is None:
+            raise TransportError(f"unknown peer {peer_id:x}")
+        request_id = next(self._request_ids)
+        data = encode_request(Request(request_id, kind, payload))
+        if len(data) - LENGTH.size > self._max_frame:
+            raise TransportError(f"request of {len(payload)} bytes is too large")
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        peer.pending[request_id] = fut
+        if not self._enqueue(peer, data):
+            peer.pending.pop(request_id, None)
+            raise TransportError(f"send queue to peer {peer_id:x} is full")
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise TransportError(
+                f"request {kind!r} to peer {peer_id:x} timed out after {timeout}s"
+            ) from None
+        finally:
+            peer.pending.pop(request_id, None)
+
+    async def _answer(self, req: Request, writer: asyncio.StreamWriter) -> None:
+        handler = self._handlers.get(req.kind)
+        if handler is None:
+            resp = Response(req.request_id, False, f"no handler for {req.kind!r}".encode())
+        else:
+            try:
+                resp = Response(req.request_id, True, await handler(req.payload))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.debug("transport: handler %r failed: %r", req.kind, exc)
+                text = str(exc) or type(exc).__name__
+                resp = Response(req.request_id, False, text.encode())
+        if not writer.is_closing():
+            with contextlib.suppress(OSError):
+                writer.write(encode_response(resp))
+                await writer.drain()
+
+    # -------------------------------------------------------------------- snapshots
+
+    async def _send_snapshot(self, peer: _Peer, m: Message) -> None:
+        failed = True
+        writer: asyncio.StreamWriter | None = None
+        try:
+            header, data = split_snapshot(m)
+            reader, writer = await self._dial(peer, Channel.SNAPSHOT)
+            await stream_snapshot(
+                reader,
+                writer,
+                header,
+                data,
+                chunk_bytes=self._chunk,
+                max_frame=self._max_frame,
+                timeout=self._snapshot_timeout,
+            )
+            failed = False
+        except _NETWORK_ERRORS as exc:
+            log.warning("transport: sending snapshot to peer %x failed: %r", peer.id, exc)
+        finally:
+            _close(writer)
+            if not self._stopping:
+                if failed:
+                    self._report_unreachable(peer.id)
+                if self._on_snapshot_status is not None:
+                    try:
+                        self._on_snapshot_status(peer.id, failed)
+                    except Exception:
+                        log.exception("transport: on_snapshot_status(%x) raised", peer.id)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        async def run() -> None:
+            await coro
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if self._stopping or task is None:
+            _close(writer)
+            return
+        self._tasks.add(task)
+        self._inbound.add(writer)
+        addr = writer.get_extra_info("peername")
+        try:
+            kind, body = await asyncio.wait_for(
+                read_frame(reader, self._max_frame), self._handshake_timeout
+            )
+            if kind != FrameKind.HANDSHAKE:
+                raise FrameError(f"first frame has kind {kind}, not a handshake")
+            h = decode_handshake(body)
+            problem = self._check_handshake(h)
+            if problem:
+                log.warning("transport: rejecting connection from %s: %s", addr, problem)
+                return
+            writer.write(frame(FrameKind.HANDSHAKE_OK))
+            await writer.drain()
+            if h.channel == Channel.MESSAGES:
+                await self._serve_messages(h, reader, writer)
+            else:
+                await self._serve_snapshot(h, reader, writer)
+        except TimeoutError:  # before OSError, of which it is a subclass
+            log.warning("transport: closing connection from %s: no frame in time", addr)
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            log.debug("transport: connection from %s ended: %r", addr, exc)
+        except CodecError as exc:
+            log.warning("transport: closing connection from %s: %s", addr, exc)
+        finally:
+            self._inbound.discard(writer)
+            self._tasks.discard(task)
+            _close(writer)
+
+    def _check_handshake(self, h: Handshake) -> str:
+        if h.magic != MAGIC:
+            return f"bad magic {h.magic!r}"
+        if h.version != PROTOCOL_VERSION:
+            return f"protocol version {h.version}, want {PROTOCOL_VERSION}"
+        if h.cluster_id != self.cluster_id:
+            return f"cluster id {h.cluster_id:x}, want {self.cluster_id:x}"
+        if h.receiver_id != self.local_id:
+            return f"addressed to member {h.receiver_id:x}, this is {self.local_id:x}"
+        if h.sender_id in self._removed:
+            return f"member {h.sender_id:x} was removed from the cluster"
+        if h.channel not in (Channel.MESSAGES, Channel.SNAPSHOT):
+            return f"unknown channel {h.channel}"
+        return ""
+
+    def _deliver(self, m: Message) -> None:
+        try:
+            self._on_message(m)
+        except Exception:
+            log.exception("transport: on_message raised for %s from %x", m.type.name, m.frm)
+
+    async def _serve_messages(
+        self, h: Handshake, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        while True:
+            kind, body = await read_frame(reader, self._max_frame)
+            if kind == FrameKind.MESSAGE:
+                self._deliver(decode_message(body))
+            elif kind == FrameKind.REQUEST:
+                self._spawn(self._answer(decode_request(body), writer))
+            else:
+                raise FrameError(f"unexpected frame kind {kind} from peer {h.sender_id:x}")
+
+    async def _serve_snapshot(
+        self, h: Handshake, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        m = await receive_snapshot(
+            reader,
+            max_frame=self._max_frame,
+            max_snapshot=self._max_snapshot,
+            idle_timeout=self._snapshot_timeout,
+        )
+        if m.snapshot is None:  # receive_snapshot guarantees one; checked without assert
+            raise FrameError("snapshot stream lost its snapshot")
+        log.info(
+            "transport: received snapshot of %d bytes at index %d from %x",
+            len(m.snapshot.data),
+            m.snapshot.metadata.index,
+            h.sender_id,
+        )
+        self._deliver(m)
+        await acknowledge_snapshot(writer)
