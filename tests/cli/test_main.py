@@ -1,0 +1,161 @@
+"""The ``keelson`` command: version, help, one-line refusals, and handing off to the server."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from keelson.cli.config import FLAGS, ServeConfig
+from keelson.cli.main import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _no_etcd_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in sorted(os.environ):
+        if key.startswith("ETCD_"):
+            monkeypatch.delenv(key)
+
+
+def _fake_server(monkeypatch: pytest.MonkeyPatch, serve: object) -> None:
+    module = types.ModuleType("keelson.server.member")
+    module.serve = serve  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "keelson.server.member", module)
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"keelson {importlib.metadata.version('keelson')}\n"
+
+
+def test_serve_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--version"]) == 0
+    assert capsys.readouterr().out.startswith("keelson ")
+
+
+def test_help_and_no_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    assert "serve" in capsys.readouterr().out
+    assert main([]) == 2
+    assert "usage: keelson" in capsys.readouterr().err
+
+
+def test_unknown_command_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["frobnicate"]) == 2
+    err = capsys.readouterr().err
+    assert err == "keelson: unknown command \"frobnicate\" (see 'keelson --help')\n"
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h", "-help"])
+def test_serve_help_lists_every_flag(capsys: pytest.CaptureFixture[str], flag: str) -> None:
+    assert main(["serve", "--name", "x", flag]) == 0
+    out = capsys.readouterr().out
+    for f in FLAGS:
+        assert f"--{f.name}" in out
+
+
+def test_serve_refuses_bad_flag_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--bogus"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == "keelson: flag provided but not defined: --bogus\n"
+    assert captured.out == ""
+
+
+def test_serve_refuses_bad_environment(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ETCD_ELECTION_TIMEOUT", "10")
+    assert main(["serve"]) == 2
+    assert capsys.readouterr().err == (
+        "keelson: --election-timeout[10ms] should be at least as 5 times as "
+        "--heartbeat-interval[100ms]\n"
+    )
+
+
+def test_serve_without_the_server_module(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "keelson.server.member", None)
+    assert main(["serve"]) == 1
+    assert capsys.readouterr().err.endswith(
+        "keelson: the server is not built yet (keelson.server.member missing)\n"
+    )
+
+
+def test_serve_hands_the_config_to_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[ServeConfig] = []
+
+    def serve(config: ServeConfig) -> int:
+        seen.append(config)
+        return 0
+
+    _fake_server(monkeypatch, serve)
+    monkeypatch.setenv("ETCD_INITIAL_CLUSTER_TOKEN", "from-env")
+    assert main(["serve", "--name", "n1", "--log-level", "error"]) == 0
+    assert [(c.name, c.initial_cluster_token) for c in seen] == [("n1", "from-env")]
+
+
+def test_configuration_notices_are_logged(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    _fake_server(monkeypatch, lambda config: 0)
+    monkeypatch.setenv("ETCD_FOO", "1")
+    monkeypatch.setenv("ETCD_NAME", "n2")
+    with caplog.at_level(logging.INFO, logger="keelson.cli"):
+        assert main(["serve"]) == 0
+    messages = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "keelson.cli"]
+    assert messages == [
+        (logging.WARNING, "unrecognized environment variable ETCD_FOO=1"),
+        (logging.INFO, "recognized and used environment variable ETCD_NAME=n2"),
+    ]
+
+
+def test_serve_runs_an_async_server_and_returns_its_status(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def serve(config: ServeConfig) -> int:
+        return 3 if config.name == "default" else 4
+
+    _fake_server(monkeypatch, serve)
+    assert main(["serve", "--log-level", "error"]) == 3
+
+
+def test_serve_interrupted_exits_quietly(monkeypatch: pytest.MonkeyPatch) -> None:
+    def serve(config: ServeConfig) -> int:
+        raise KeyboardInterrupt
+
+    _fake_server(monkeypatch, serve)
+    assert main(["serve", "--log-level", "error"]) == 130
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
+    return subprocess.run(
+        [sys.executable, "-m", "keelson.cli.main", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_python_m_serve_bogus_exits_2_with_one_line() -> None:
+    proc = _run("serve", "--bogus")
+    assert proc.returncode == 2
+    assert proc.stderr == "keelson: flag provided but not defined: --bogus\n"
+    assert proc.stdout == ""
+
+
+def test_python_m_version() -> None:
+    proc = _run("--version")
+    assert proc.returncode == 0
+    assert proc.stdout == f"keelson {importlib.metadata.version('keelson')}\n"
