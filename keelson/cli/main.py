@@ -10,10 +10,7 @@ error and 1 when the server cannot be started; no traceback reaches the user for
 
 from __future__ import annotations
 
-import asyncio
-import importlib
 import importlib.metadata
-import inspect
 import logging
 import os
 import sys
@@ -33,7 +30,6 @@ _LOG_LEVELS = {
     "panic": logging.CRITICAL,
     "fatal": logging.CRITICAL,
 }
-_SERVER_MODULE = "keelson.server.member"
 
 _TOP_USAGE = """\
 usage: keelson <command> [flags]
@@ -100,22 +96,15 @@ def _serve(args: list[str]) -> int:
     for notice in notices:
         log.log(logging.INFO if notice.level == "info" else logging.WARNING, notice.message)
 
+    # Imported here so that --version and --help stay fast and work without grpc.
+    from keelson.api.grpc_server import build_grpc_server
+    from keelson.server.member import serve
+
     try:
-        member = importlib.import_module(_SERVER_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name != _SERVER_MODULE:
-            raise
-        return _fail(f"the server is not built yet ({_SERVER_MODULE} missing)", 1)
-    serve = getattr(member, "serve", None)
-    if not callable(serve):
-        return _fail(f"the server is not built yet ({_SERVER_MODULE}.serve missing)", 1)
-    try:
-        result = serve(config)
-        if inspect.iscoroutine(result):
-            result = asyncio.run(result)
+        serve(config, client_server=build_grpc_server)
     except KeyboardInterrupt:
         return 130
-    return result if isinstance(result, int) and not isinstance(result, bool) else 0
+    return 0
 
 
 def _fail(message: str, status: int) -> int:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from keelson.api.grpc_server import build_grpc_server
 from keelson.cli.config import FLAGS, ServeConfig
 from keelson.cli.main import main
 
@@ -80,22 +81,12 @@ def test_serve_refuses_bad_environment(
     )
 
 
-def test_serve_without_the_server_module(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setitem(sys.modules, "keelson.server.member", None)
-    assert main(["serve"]) == 1
-    assert capsys.readouterr().err.endswith(
-        "keelson: the server is not built yet (keelson.server.member missing)\n"
-    )
-
-
 def test_serve_hands_the_config_to_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[ServeConfig] = []
 
-    def serve(config: ServeConfig) -> int:
+    def serve(config: ServeConfig, client_server: object = None) -> None:
+        assert client_server is build_grpc_server
         seen.append(config)
-        return 0
 
     _fake_server(monkeypatch, serve)
     monkeypatch.setenv("ETCD_INITIAL_CLUSTER_TOKEN", "from-env")
@@ -106,7 +97,7 @@ def test_serve_hands_the_config_to_the_server(monkeypatch: pytest.MonkeyPatch) -
 def test_configuration_notices_are_logged(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    _fake_server(monkeypatch, lambda config: 0)
+    _fake_server(monkeypatch, lambda config, client_server=None: None)
     monkeypatch.setenv("ETCD_FOO", "1")
     monkeypatch.setenv("ETCD_NAME", "n2")
     with caplog.at_level(logging.INFO, logger="keelson.cli"):
@@ -118,18 +109,8 @@ def test_configuration_notices_are_logged(
     ]
 
 
-def test_serve_runs_an_async_server_and_returns_its_status(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    async def serve(config: ServeConfig) -> int:
-        return 3 if config.name == "default" else 4
-
-    _fake_server(monkeypatch, serve)
-    assert main(["serve", "--log-level", "error"]) == 3
-
-
 def test_serve_interrupted_exits_quietly(monkeypatch: pytest.MonkeyPatch) -> None:
-    def serve(config: ServeConfig) -> int:
+    def serve(config: ServeConfig, client_server: object = None) -> None:
         raise KeyboardInterrupt
 
     _fake_server(monkeypatch, serve)

@@ -1,0 +1,139 @@
+"""Translation between etcd's protobuf messages and keelson.mvcc's request values.
+
+Theory of operation: the server speaks protobuf to the api layer and to the raft log
+(``InternalRaftRequest``), while the key space speaks its own frozen dataclasses. This
+module is the one place the two shapes meet; every function is pure and total over valid
+protobuf input (enum values outside etcd's range raise ValueError, which the caller maps to
+an InvalidArgument-style error).
+"""
+
+from __future__ import annotations
+
+from keelson import mvcc
+from keelson.proto.etcdserverpb import rpc_pb2 as pb
+from keelson.proto.mvccpb import kv_pb2
+
+
+def range_from_pb(r: pb.RangeRequest) -> mvcc.RangeRequest:
+    return mvcc.RangeRequest(
+        key=r.key,
+        range_end=r.range_end,
+        limit=r.limit,
+        revision=r.revision,
+        sort_order=mvcc.SortOrder(r.sort_order),
+        sort_target=mvcc.SortTarget(r.sort_target),
+        serializable=r.serializable,
+        keys_only=r.keys_only,
+        count_only=r.count_only,
+        min_mod_revision=r.min_mod_revision,
+        max_mod_revision=r.max_mod_revision,
+        min_create_revision=r.min_create_revision,
+        max_create_revision=r.max_create_revision,
+    )
+
+
+def put_from_pb(r: pb.PutRequest) -> mvcc.PutRequest:
+    return mvcc.PutRequest(
+        key=r.key,
+        value=r.value,
+        lease=r.lease,
+        prev_kv=r.prev_kv,
+        ignore_value=r.ignore_value,
+        ignore_lease=r.ignore_lease,
+    )
+
+
+def delete_from_pb(r: pb.DeleteRangeRequest) -> mvcc.DeleteRangeRequest:
+    return mvcc.DeleteRangeRequest(key=r.key, range_end=r.range_end, prev_kv=r.prev_kv)
+
+
+def _compare_from_pb(c: pb.Compare) -> mvcc.Compare:
+    target = mvcc.CompareTarget(c.target)
+    number = {
+        mvcc.CompareTarget.VERSION: c.version,
+        mvcc.CompareTarget.CREATE: c.create_revision,
+        mvcc.CompareTarget.MOD: c.mod_revision,
+        mvcc.CompareTarget.LEASE: c.lease,
+        mvcc.CompareTarget.VALUE: 0,
+    }[target]
+    return mvcc.Compare(
+        key=c.key,
+        target=target,
+        result=mvcc.CompareResult(c.result),
+        value=c.value,
+        number=number,
+        range_end=c.range_end,
+    )
+
+
+def _op_from_pb(op: pb.RequestOp) -> mvcc.RangeRequest | mvcc.PutRequest | (
+    mvcc.DeleteRangeRequest | mvcc.TxnRequest
+):
+    which = op.WhichOneof("request")
+    if which == "request_range":
+        return range_from_pb(op.request_range)
+    if which == "request_put":
+        return put_from_pb(op.request_put)
+    if which == "request_delete_range":
+        return delete_from_pb(op.request_delete_range)
+    if which == "request_txn":
+        return txn_from_pb(op.request_txn)
+    raise ValueError("empty request op")
+
+
+def txn_from_pb(r: pb.TxnRequest) -> mvcc.TxnRequest:
+    return mvcc.TxnRequest(
+        compare=tuple(_compare_from_pb(c) for c in r.compare),
+        success=tuple(_op_from_pb(o) for o in r.success),
+        failure=tuple(_op_from_pb(o) for o in r.failure),
+    )
+
+
+def count_txn_ops(r: pb.TxnRequest) -> int:
+    """The largest of len(success), len(failure) and len(compare), as etcd checks it."""
+    return max(len(r.compare), len(r.success), len(r.failure))
+
+
+def kv_to_pb(kv: mvcc.KeyValue) -> kv_pb2.KeyValue:
+    return kv_pb2.KeyValue(
+        key=kv.key,
+        create_revision=kv.create_revision,
+        mod_revision=kv.mod_revision,
+        version=kv.version,
+        value=kv.value,
+        lease=kv.lease,
+    )
+
+
+def range_to_pb(r: mvcc.RangeResponse, header: pb.ResponseHeader) -> pb.RangeResponse:
+    return pb.RangeResponse(
+        header=header, kvs=[kv_to_pb(kv) for kv in r.kvs], more=r.more, count=r.count
+    )
+
+
+def put_to_pb(r: mvcc.PutResponse, header: pb.ResponseHeader) -> pb.PutResponse:
+    out = pb.PutResponse(header=header)
+    if r.prev_kv is not None:
+        out.prev_kv.CopyFrom(kv_to_pb(r.prev_kv))
+    return out
+
+
+def delete_to_pb(r: mvcc.DeleteRangeResponse, header: pb.ResponseHeader) -> pb.DeleteRangeResponse:
+    return pb.DeleteRangeResponse(
+        header=header, deleted=r.deleted, prev_kvs=[kv_to_pb(kv) for kv in r.prev_kvs]
+    )
+
+
+def txn_to_pb(r: mvcc.TxnResponse, header: pb.ResponseHeader) -> pb.TxnResponse:
+    out = pb.TxnResponse(header=header, succeeded=r.succeeded)
+    for sub in r.responses:
+        op = out.responses.add()
+        if isinstance(sub, mvcc.RangeResponse):
+            op.response_range.CopyFrom(range_to_pb(sub, header))
+        elif isinstance(sub, mvcc.PutResponse):
+            op.response_put.CopyFrom(put_to_pb(sub, header))
+        elif isinstance(sub, mvcc.DeleteRangeResponse):
+            op.response_delete_range.CopyFrom(delete_to_pb(sub, header))
+        else:
+            op.response_txn.CopyFrom(txn_to_pb(sub, header))
+    return out

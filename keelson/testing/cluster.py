@@ -1,0 +1,156 @@
+"""Start N keelson member processes on 127.0.0.1 for multi-process tests.
+
+``python -m keelson.testing.cluster serve <etcd flags>`` is the member entry point used here:
+the CLI's flag parsing plus ``keelson.server.member.serve`` with the api's gRPC server
+injected (the server package may not import the api package).
+
+Theory of operation: ``ProcessCluster(tmp, n)`` picks free ports (bind to port 0, then
+release), writes nothing but the members' data dirs, and starts ``python -m keelson.cli.main
+serve`` per member with etcd's flags. ``wait_ready`` polls each member's Status over gRPC
+until all agree on a leader. Members are stopped by their PID only (SIGTERM, or SIGKILL for
+crash tests); ``restart`` starts a stopped member again on the same ports and data dir.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from keelson.proto.etcdserverpb import rpc_pb2 as pb
+from keelson.proto.etcdserverpb import rpc_pb2_grpc as pbg
+
+REPO = Path(__file__).resolve().parent.parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ProcessMember:
+    name: str
+    data_dir: Path
+    client_port: int
+    peer_port: int
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def client_addr(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://127.0.0.1:{self.peer_port}"
+
+    def channel(self) -> grpc.Channel:
+        return grpc.insecure_channel(self.client_addr)
+
+
+class ProcessCluster:
+    def __init__(self, base: Path, size: int, *, heartbeat_ms: int = 50, election_ms: int = 500):
+        self.base = base
+        self.heartbeat_ms = heartbeat_ms
+        self.election_ms = election_ms
+        self.members = [
+            ProcessMember(f"m{i}", base / f"m{i}", free_port(), free_port()) for i in range(size)
+        ]
+        self.initial_cluster = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+
+    def start(self, member: ProcessMember, state: str = "new") -> None:
+        client = f"http://{member.client_addr}"
+        args = [
+            sys.executable, "-m", "keelson.testing.cluster", "serve",
+            "--name", member.name,
+            "--data-dir", str(member.data_dir),
+            "--listen-client-urls", client,
+            "--advertise-client-urls", client,
+            "--listen-peer-urls", member.peer_url,
+            "--initial-advertise-peer-urls", member.peer_url,
+            "--initial-cluster", self.initial_cluster,
+            "--initial-cluster-state", state,
+            "--heartbeat-interval", str(self.heartbeat_ms),
+            "--election-timeout", str(self.election_ms),
+        ]
+        log = open(self.base / f"{member.name}.log", "ab")  # noqa: SIM115 - owned by the child
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        member.proc = subprocess.Popen(args, stdout=log, stderr=log, cwd=str(REPO), env=env)
+        log.close()
+
+    def start_all(self) -> None:
+        self.base.mkdir(parents=True, exist_ok=True)
+        for m in self.members:
+            self.start(m)
+
+    def status(self, member: ProcessMember, timeout: float = 1.0) -> pb.StatusResponse | None:
+        try:
+            with member.channel() as ch:
+                resp: pb.StatusResponse = pbg.MaintenanceStub(ch).Status(  # type: ignore[no-untyped-call]
+                    pb.StatusRequest(), timeout=timeout
+                )
+                return resp
+        except grpc.RpcError:
+            return None
+
+    def running(self) -> list[ProcessMember]:
+        return [m for m in self.members if m.proc is not None and m.proc.poll() is None]
+
+    def wait_ready(self, timeout: float = 30.0) -> ProcessMember:
+        """Wait until every running member reports the same leader; return the leader."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            statuses = [(m, self.status(m)) for m in self.running()]
+            leaders = {s.leader for _, s in statuses if s is not None}
+            if all(s is not None for _, s in statuses) and len(leaders) == 1 and 0 not in leaders:
+                (lead,) = leaders
+                for m, s in statuses:
+                    if s is not None and s.header.member_id == lead:
+                        return m
+            time.sleep(0.1)
+        raise TimeoutError(f"cluster not ready in {timeout}s; logs in {self.base}")
+
+    def stop(self, member: ProcessMember, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        if member.proc is None:
+            return
+        if member.proc.poll() is None:
+            member.proc.send_signal(sig)
+            try:
+                member.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                member.proc.kill()
+                member.proc.wait()
+        member.proc = None
+
+    def stop_all(self) -> None:
+        for m in self.members:
+            self.stop(m)
+
+
+def _main(argv: list[str]) -> int:
+    from keelson.api.grpc_server import build_grpc_server
+    from keelson.cli.config import ConfigError, parse_serve_args
+    from keelson.server.member import serve
+
+    if not argv or argv[0] != "serve":
+        print("usage: python -m keelson.testing.cluster serve [etcd flags]", file=sys.stderr)
+        return 2
+    try:
+        config = parse_serve_args(argv[1:], os.environ)
+    except ConfigError as exc:
+        print(f"keelson: {exc}", file=sys.stderr)
+        return 2
+    serve(config, client_server=build_grpc_server)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
