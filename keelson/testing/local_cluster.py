@@ -75,24 +75,27 @@ class LocalCluster:
         initial = ",".join(f"{m.name}=http://127.0.0.1:{m.peer_port}" for m in self.members)
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
         for m in self.members:
-            client = f"http://127.0.0.1:{m.client_port}"
-            peer = f"http://127.0.0.1:{m.peer_port}"
-            args = [
-                *command_for(self.kind),
-                "--name", m.name, "--data-dir", str(m.data_dir),
-                "--listen-client-urls", client, "--advertise-client-urls", client,
-                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                "--initial-cluster", initial, "--initial-cluster-state", "new",
-                "--initial-cluster-token", f"bench-{self.kind}",
-                "--log-level", "error",
-            ]
-            log = open(self.workdir / f"{m.name}.log", "ab")  # noqa: SIM115
-            m.proc = subprocess.Popen(args, stdout=log, stderr=log, env=env, cwd=REPO)
+            self._launch(m, initial, env)
         for m in self.members:
             assert m.proc is not None
             wait_for_port(m.client_port, timeout, m.proc)
         self.wait_healthy(timeout)
         return self
+
+    def _launch(self, m: Member, initial: str, env: dict[str, str]) -> None:
+        client = f"http://127.0.0.1:{m.client_port}"
+        peer = f"http://127.0.0.1:{m.peer_port}"
+        args = [
+            *command_for(self.kind),
+            "--name", m.name, "--data-dir", str(m.data_dir),
+            "--listen-client-urls", client, "--advertise-client-urls", client,
+            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", initial, "--initial-cluster-state", "new",
+            "--initial-cluster-token", f"bench-{self.kind}",
+            "--log-level", "error",
+        ]
+        with open(self.workdir / f"{m.name}.log", "ab") as log:
+            m.proc = subprocess.Popen(args, stdout=log, stderr=log, env=env, cwd=REPO)
 
     def wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -142,24 +145,12 @@ class LocalCluster:
         others = [x for x in self.members if x is not m]
         self.members = [m]
         try:
-            # Re-run start for the one member with the same flags (existing data dir).
             initial = ",".join(
-                f"{x.name}=http://127.0.0.1:{x.peer_port}" for x in sorted(
-                    [m, *others], key=lambda x: x.name)
+                f"{x.name}=http://127.0.0.1:{x.peer_port}"
+                for x in sorted([m, *others], key=lambda x: x.name)
             )
-            client = f"http://127.0.0.1:{m.client_port}"
-            peer = f"http://127.0.0.1:{m.peer_port}"
-            args = [
-                *command_for(self.kind),
-                "--name", m.name, "--data-dir", str(m.data_dir),
-                "--listen-client-urls", client, "--advertise-client-urls", client,
-                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                "--initial-cluster", initial, "--initial-cluster-state", "new",
-                "--initial-cluster-token", f"bench-{self.kind}",
-                "--log-level", "error",
-            ]
-            log = open(self.workdir / f"{m.name}.log", "ab")  # noqa: SIM115
-            m.proc = subprocess.Popen(args, stdout=log, stderr=log, cwd=REPO)
+            env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
+            self._launch(m, initial, env)
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 r = etcdctl(m.endpoint, "get", "--consistency=s", "probe", timeout=5)
