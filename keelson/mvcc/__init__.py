@@ -10,6 +10,9 @@ from keelson.mvcc.errors import (
     LeaseProvidedError,
     MvccError,
     ValueProvidedError,
+    WatcherDuplicateIdError,
+    WatcherEmptyRangeError,
+    WatcherNotFoundError,
 )
 from keelson.mvcc.keyvalue import Event, EventType, KeyValue
 from keelson.mvcc.kvstore import KVStore
@@ -31,6 +34,14 @@ from keelson.mvcc.requests import (
 )
 from keelson.mvcc.revision import KEY_BUCKET, Revision
 from keelson.mvcc.txn import Lessor, TxnRead, TxnWrite
+from keelson.mvcc.watchable_store import WatchableStore
+from keelson.mvcc.watcher import (
+    AUTO_WATCH_ID,
+    PROGRESS_WATCH_ID,
+    WatchFilter,
+    WatchResponse,
+    WatchStream,
+)
 
 __all__ = [
     "KEY_BUCKET", "CompactedError", "Compare", "CompareResult", "CompareTarget",
@@ -39,4 +50,7 @@ __all__ = [
     "LeaseNotFoundError", "LeaseProvidedError", "Lessor", "MvccError", "PutRequest",
     "PutResponse", "RangeRequest", "RangeResponse", "Revision", "SortOrder", "SortTarget",
     "TxnRead", "TxnRequest", "TxnResponse", "TxnWrite", "ValueProvidedError", "prefix_end",
+    "AUTO_WATCH_ID", "PROGRESS_WATCH_ID", "WatchFilter", "WatchResponse", "WatchStream",
+    "WatchableStore", "WatcherDuplicateIdError", "WatcherEmptyRangeError",
+    "WatcherNotFoundError",
 ]

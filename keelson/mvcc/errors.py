@@ -92,3 +92,9 @@ class StoreClosedError(MvccError):
     """The store was closed."""
 
     message = "mvcc: closed"
+
+
+class WatcherEmptyRangeError(MvccError):
+    """A watch names a range whose end is not after its key."""
+
+    message = "mvcc: watcher range is empty"

@@ -73,6 +73,19 @@ class KeyIndex:
         self.modified = rev
         self.lease = lease
 
+    def restore_tombstone(self, rev: Revision) -> None:
+        """Add a tombstone read back from the bucket. When the key is not live, it is a
+        tombstone kept by compaction (etcd#19188): restore it as a generation of its own."""
+        if rev <= self.modified:
+            raise AssertionError(f"key index: restore {rev} not after {self.modified}")
+        g = self.generations[-1]
+        if not g.revs:
+            g.created = rev
+        g.revs.append(rev)
+        self.modified = rev
+        self.lease = 0
+        self.generations.append(Generation())
+
     def tombstone(self, rev: Revision) -> bool:
         """End the current generation at ``rev``; False if the key is not live."""
         if not self.generations[-1].revs:
@@ -105,11 +118,13 @@ class KeyIndex:
         return revs[n], g.created, g.ver - (len(revs) - n - 1)
 
     def _compact_point(self, at: int, available: set[Revision]) -> tuple[int, int]:
-        """etcd's doCompact: find the generation holding ``at`` (or created after it) and add
-        its newest revision at or before ``at`` to ``available``."""
+        """etcd's doCompact: find the generation holding ``at`` (or created after it, or
+        deleted exactly at ``at``) and add its newest revision at or before ``at`` to
+        ``available``. A tombstone at ``at`` is kept (etcd#18274), so a watch from the
+        compact revision still sees that deletion."""
         gi = 0
         while gi < len(self.generations) - 1:
-            if self.generations[gi].revs[-1].main > at:
+            if self.generations[gi].revs[-1].main >= at:
                 break
             gi += 1
         revs = self.generations[gi].revs
@@ -119,26 +134,19 @@ class KeyIndex:
         return gi, ri
 
     def compact(self, at: int, available: set[Revision]) -> None:
-        """Drop history before ``at``, keeping the revision current at ``at`` (unless it is a
-        tombstone); adds the kept revision to ``available``."""
+        """Drop history before ``at``, keeping the revision current at ``at`` (a tombstone
+        only when it is exactly at ``at``); adds the kept revision to ``available``."""
         gi, ri = self._compact_point(at, available)
         g = self.generations[gi]
-        if g.revs:
-            if ri != -1:
-                del g.revs[:ri]
-            if len(g.revs) == 1 and gi != len(self.generations) - 1:
-                available.discard(g.revs[0])
-                gi += 1
+        if g.revs and ri != -1:
+            del g.revs[:ri]
         del self.generations[:gi]
 
     def keep(self, at: int, available: set[Revision]) -> None:
         """Add to ``available`` what ``compact(at)`` would keep, changing nothing."""
         if self.is_empty():
             return
-        gi, ri = self._compact_point(at, available)
-        g = self.generations[gi]
-        if g.revs and ri == len(g.revs) - 1 and gi != len(self.generations) - 1:
-            available.discard(g.revs[ri])
+        self._compact_point(at, available)
 
     def check(self) -> None:
         """Raise AssertionError if the invariants above do not hold."""
@@ -186,6 +194,9 @@ class TreeIndex:
         self, key: bytes, rev: Revision, created: int, version: int, lease: int
     ) -> None:
         self._get_or_create(key).restore_put(rev, created, version, lease)
+
+    def restore_tombstone(self, key: bytes, rev: Revision) -> None:
+        self._get_or_create(key).restore_tombstone(rev)
 
     def tombstone(self, key: bytes, rev: Revision) -> bool:
         ki = self._index.get(key)

@@ -151,7 +151,7 @@ class KVStore:
                 rev = bytes_to_rev(k)
                 kv = decode_kv(v)
                 if is_tombstone(k):
-                    index.tombstone(kv.key, rev)
+                    index.restore_tombstone(kv.key, rev)
                 else:
                     index.restore_put(kv.key, rev, kv.create_revision, kv.version, kv.lease)
                 current = rev.main

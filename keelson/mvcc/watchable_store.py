@@ -1,0 +1,251 @@
+"""The watchable store: delivers the key space's changes to watchers (etcd's
+watchable_store.go semantics, sans I/O).
+
+Theory of operation. Every watcher is in one of two groups. A *synced* watcher has been sent
+everything up to the newest published revision; the store's commit listener hands it the
+events of each committed write txn at once (``_notify``). An *unsynced* watcher starts in the
+past, or fell behind because its stream's queue was full when a revision was published (it is
+then moved to unsynced with ``min_rev`` at that revision, so nothing is lost). The server calls
+``sync_watchers`` periodically or after writes: it reads at most ``max_revisions`` revisions of
+history from the ``key`` bucket, starting at the smallest ``min_rev`` of the unsynced watchers
+whose streams have room, hands each its events, and moves those that reached the published
+revision to synced. An unsynced watcher whose ``min_rev`` is below the compact revision gets
+a response with ``compact_revision`` set and ``canceled`` true, and is removed.
+
+Invariants: an unsynced watcher's ``min_rev`` only grows and it has been sent every matching
+event below it; a synced watcher has been sent every matching event up to the published
+revision (its ``min_rev`` matters only while above it: a start revision in the future);
+watchers are iterated in creation order (never hash order). A write looks only at the synced
+watchers of the keys it changed and at the synced range watchers.
+``prev_kv`` is read from history at ``mod_revision - 1`` and omitted if that was compacted.
+
+Threading: like KVStore, one thread calls everything; ``sync_watchers`` does bounded work, so
+writes interleave with catch-up. Watchers live in memory only: a restart forgets them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from keelson.mvcc.errors import CompactedError
+from keelson.mvcc.keyvalue import Event, EventType, KeyValue, decode_kv
+from keelson.mvcc.kvstore import KVStore
+from keelson.mvcc.revision import KEY_BUCKET, bytes_to_rev, is_tombstone, main_rev_start
+from keelson.mvcc.txn import TxnRead
+from keelson.mvcc.watcher import (
+    DEFAULT_MAX_PENDING,
+    Watcher,
+    WatchFilter,
+    WatchResponse,
+    WatchStream,
+)
+
+DEFAULT_SYNC_REVISIONS = 1000
+"""Revisions of history one ``sync_watchers`` call reads at most (etcd's watchBatchMaxRevs)."""
+
+
+class WatchableStore:
+    """See the module docstring."""
+
+    def __init__(self, store: KVStore) -> None:
+        self._store = store
+        self._published = store.current_revision
+        self._synced: dict[int, Watcher] = {}
+        # Synced single-key watchers by key, and synced range watchers: a write looks at
+        # the watchers of the keys it changed plus the range watchers, not at every watcher.
+        self._synced_keys: dict[bytes, dict[int, Watcher]] = {}
+        self._synced_ranges: dict[int, Watcher] = {}
+        self._unsynced: dict[int, Watcher] = {}
+        self._seq = 0
+        store.add_listener(self._notify)
+
+    @property
+    def store(self) -> KVStore:
+        return self._store
+
+    @property
+    def revision(self) -> int:
+        """The newest revision whose events were handed to synced watchers."""
+        return self._published
+
+    def new_stream(
+        self,
+        *,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        on_ready: Callable[[], None] | None = None,
+    ) -> WatchStream:
+        return WatchStream(self, max_pending, on_ready)
+
+    def pending_sync(self) -> bool:
+        """True when some watcher waits for ``sync_watchers``."""
+        return bool(self._unsynced)
+
+    def counts(self) -> tuple[int, int]:
+        """(synced, unsynced) watchers, for metrics and tests."""
+        return len(self._synced), len(self._unsynced)
+
+    # -- watcher membership (called by WatchStream) ----------------------------------------
+
+    def _add_watcher(
+        self,
+        stream: WatchStream,
+        watch_id: int,
+        key: bytes,
+        range_end: bytes,
+        start_rev: int,
+        prev_kv: bool,
+        filters: frozenset[WatchFilter],
+    ) -> Watcher:
+        self._seq += 1
+        current = self._published
+        synced = start_rev == 0 or start_rev > current
+        # A negative start revision reads from the first revision (or is compacted).
+        min_rev = max(current + 1, start_rev) if synced else max(1, start_rev)
+        w = Watcher(stream, watch_id, self._seq, key, range_end, prev_kv, filters, min_rev)
+        if synced:
+            self._add_synced(w)
+        else:
+            self._unsynced[w.seq] = w
+        return w
+
+    def _remove_watcher(self, w: Watcher) -> None:
+        if w.synced:
+            self._remove_synced(w)
+        self._unsynced.pop(w.seq, None)
+
+    def _add_synced(self, w: Watcher) -> None:
+        w.synced = True
+        self._synced[w.seq] = w
+        if w.range_end == b"":
+            self._synced_keys.setdefault(w.key, {})[w.seq] = w
+        else:
+            self._synced_ranges[w.seq] = w
+
+    def _remove_synced(self, w: Watcher) -> None:
+        w.synced = False
+        self._synced.pop(w.seq, None)
+        if w.range_end == b"":
+            group = self._synced_keys.get(w.key)
+            if group is not None:
+                group.pop(w.seq, None)
+                if not group:
+                    del self._synced_keys[w.key]
+        else:
+            self._synced_ranges.pop(w.seq, None)
+
+    def _candidates(self, events: Sequence[Event]) -> list[Watcher]:
+        """Synced watchers that may match ``events``, in creation order."""
+        found: dict[int, Watcher] = dict(self._synced_ranges)
+        keys = self._synced_keys
+        if keys:
+            for ev in events:
+                group = keys.get(ev.kv.key)
+                if group:
+                    found.update(group)
+        return [found[seq] for seq in sorted(found)]
+
+    # -- delivery --------------------------------------------------------------------------
+
+    def _notify(self, rev: int, events: Sequence[Event]) -> None:
+        """KVStore listener: ``events`` of revision ``rev`` are committed."""
+        self._published = rev
+        if not self._synced:
+            return
+        view: TxnRead | None = None
+        try:
+            for w in self._candidates(events):
+                if w.min_rev > rev:
+                    continue
+                mine = [ev for ev in events if w.matches(ev.kv.key) and w.wants(ev)]
+                if not mine:
+                    w.min_rev = rev + 1
+                    continue
+                if w.stream._full():
+                    # Slow consumer: catch up from history from this revision on.
+                    self._remove_synced(w)
+                    w.min_rev = rev
+                    self._unsynced[w.seq] = w
+                    continue
+                if w.prev_kv:
+                    if view is None:
+                        view = self._store.read()
+                    mine = [_with_prev(view, ev) for ev in mine]
+                w.stream._push(WatchResponse(w.watch_id, tuple(mine), rev))
+                w.min_rev = rev + 1
+        finally:
+            if view is not None:
+                view.end()
+
+    def sync_watchers(self, max_revisions: int = DEFAULT_SYNC_REVISIONS) -> bool:
+        """Catch unsynced watchers up by at most ``max_revisions`` revisions of history.
+        Returns True when no watcher is left unsynced."""
+        if max_revisions < 1:
+            raise ValueError("max_revisions must be positive")
+        if not self._unsynced:
+            return True
+        compact = self._store.compact_revision
+        current = self._published
+        ready: list[Watcher] = []
+        for seq, w in list(self._unsynced.items()):
+            if w.stream._full():
+                continue
+            if w.min_rev < compact:
+                del self._unsynced[seq]
+                w.stream._drop(w)
+                w.stream._push(
+                    WatchResponse(w.watch_id, revision=current, compact_revision=compact,
+                                  canceled=True)
+                )
+                continue
+            ready.append(w)
+        if not ready:
+            return not self._unsynced
+        lo = max(1, min(w.min_rev for w in ready))
+        hi = min(current + 1, lo + max_revisions)  # exclusive
+        history = self._read_history(lo, hi) if lo < hi else []
+        view: TxnRead | None = None
+        try:
+            for w in ready:
+                mine: list[Event] = []
+                for rev, ev in history:
+                    if rev >= w.min_rev and w.matches(ev.kv.key) and w.wants(ev):
+                        mine.append(ev)
+                if mine:
+                    if w.prev_kv:
+                        if view is None:
+                            view = self._store.read()
+                        mine = [_with_prev(view, ev) for ev in mine]
+                    w.stream._push(WatchResponse(w.watch_id, tuple(mine), current))
+                w.min_rev = max(w.min_rev, hi)
+                if w.min_rev > current:
+                    del self._unsynced[w.seq]
+                    self._add_synced(w)
+        finally:
+            if view is not None:
+                view.end()
+        return not self._unsynced
+
+    def _read_history(self, lo: int, hi: int) -> list[tuple[int, Event]]:
+        """Events of main revisions [lo, hi) from the key bucket, in revision order."""
+        out: list[tuple[int, Event]] = []
+        with self._store.backend.read() as tx:
+            for k, v in tx.range(KEY_BUCKET, main_rev_start(lo), main_rev_start(hi)):
+                rev = bytes_to_rev(k).main
+                kv = decode_kv(v)
+                if is_tombstone(k):
+                    out.append((rev, Event(EventType.DELETE, KeyValue(kv.key, mod_revision=rev))))
+                else:
+                    out.append((rev, Event(EventType.PUT, kv)))
+        return out
+
+
+def _with_prev(view: TxnRead, ev: Event) -> Event:
+    """``ev`` with the key's value just before it (None if absent or compacted)."""
+    before = ev.kv.mod_revision - 1
+    if before < 1:
+        return ev
+    try:
+        got = view.range_keys(ev.kv.key, None, rev=before).kvs
+    except CompactedError:
+        return ev
+    return Event(ev.type, ev.kv, got[0]) if got else ev
