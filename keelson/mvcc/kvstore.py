@@ -112,7 +112,8 @@ class KVStore:
         self._batch_limit = compaction_batch_limit
         self._listeners: list[CommitListener] = []
         self._index = TreeIndex()
-        self._current_rev = 0
+        # etcd's store begins at revision 1: the first write is revision 2.
+        self._current_rev = 1
         self._compact_rev = 0
         self._jobs: deque[_CompactionJob] = deque()
         self._unpublished: list[tuple[int, tuple[Event, ...]]] = []
@@ -142,7 +143,7 @@ class KVStore:
         """Rebuild the index, current and compact revision from the backend's committed
         state, and reschedule an unfinished compaction."""
         index = TreeIndex()
-        current = 0
+        current = 1
         with self._backend.read() as tx:
             tx.count(KEY_BUCKET)  # fails clearly if the bucket was not opened
             finished = tx.get(META_BUCKET, FINISHED_COMPACT_KEY)

@@ -57,8 +57,9 @@ _SORT_ATTR = {
 
 class Model:
     def __init__(self) -> None:
-        self.snapshots: list[Snapshot] = [{}]
-        self.events: list[list[Event]] = [[]]  # the changes of each revision, in op order
+        # revision 0 does not exist and revision 1 is the empty store, as in etcd
+        self.snapshots: list[Snapshot] = [{}, {}]
+        self.events: list[list[Event]] = [[], []]  # the changes of each revision, in op order
         self.compact_rev = 0
 
     @property

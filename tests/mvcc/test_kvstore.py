@@ -47,18 +47,18 @@ def put(s: KVStore, key: bytes, value: bytes = b"v", **kw: object) -> int:
 
 
 def test_revisions_versions_and_generations(store: KVStore) -> None:
-    assert put(store, b"a", b"1") == 1
-    assert put(store, b"a", b"2") == 2
+    assert put(store, b"a", b"1") == 2
+    assert put(store, b"a", b"2") == 3
     with store.batch() as btx:
         assert store.delete_range(btx, DeleteRangeRequest(b"a")).deleted == 1
-    assert put(store, b"a", b"3") == 4
+    assert put(store, b"a", b"3") == 5
     kv = store.range(RangeRequest(b"a")).kvs[0]
-    assert (kv.create_revision, kv.mod_revision, kv.version, kv.value) == (4, 4, 1, b"3")
-    old = store.range(RangeRequest(b"a", revision=2)).kvs[0]
-    assert (old.create_revision, old.version, old.value) == (1, 2, b"2")
-    assert store.range(RangeRequest(b"a", revision=3)).kvs == ()
+    assert (kv.create_revision, kv.mod_revision, kv.version, kv.value) == (5, 5, 1, b"3")
+    old = store.range(RangeRequest(b"a", revision=3)).kvs[0]
+    assert (old.create_revision, old.version, old.value) == (2, 2, b"2")
+    assert store.range(RangeRequest(b"a", revision=4)).kvs == ()
     with pytest.raises(FutureRevisionError):
-        store.range(RangeRequest(b"a", revision=5))
+        store.range(RangeRequest(b"a", revision=6))
 
 
 def test_range_options(store: KVStore) -> None:
@@ -80,7 +80,7 @@ def test_range_options(store: KVStore) -> None:
     assert [kv.key for kv in r.kvs] == [b"d"] and r.more
     r = store.range(RangeRequest(b"\0", b"\0", sort_order=SortOrder.DESCEND, keys_only=True))
     assert [kv.key for kv in r.kvs] == [b"d", b"c", b"b", b"a"] and r.kvs[0].value == b""
-    r = store.range(RangeRequest(b"\0", b"\0", min_mod_revision=2, max_mod_revision=3))
+    r = store.range(RangeRequest(b"\0", b"\0", min_mod_revision=3, max_mod_revision=4))
     assert [kv.key for kv in r.kvs] == [b"b", b"c"] and r.count == 4
     assert prefix_end(b"a\xff") == b"b" and prefix_end(b"\xff") == b"\0"
 
@@ -93,7 +93,7 @@ def test_put_errors(store: KVStore) -> None:
             store.put(btx, PutRequest(b"x", b"v", ignore_value=True))
         with pytest.raises(LeaseProvidedError):
             store.put(btx, PutRequest(b"x", lease=5, ignore_lease=True))
-    assert store.current_revision == 0
+    assert store.current_revision == 1
     put(store, b"x", b"v1")
     with store.batch() as btx:
         r = store.put(btx, PutRequest(b"x", ignore_value=True, prev_kv=True))
@@ -111,7 +111,7 @@ def test_txn_compare_branches_and_duplicates(store: KVStore) -> None:
     )
     with store.batch() as btx:
         resp = store.txn(btx, req)
-    assert resp.succeeded and resp.revision == 2
+    assert resp.succeeded and resp.revision == 3
     rr = resp.responses[2]
     assert isinstance(rr, type(store.range(RangeRequest(b"k"))))
     assert rr.kvs[0].value == b"2"  # reads see the txn's own writes
@@ -132,26 +132,26 @@ def test_compaction_restart_and_hash(tmp_path: Path) -> None:
         put(s, b"k%d" % (i % 3), b"%d" % i)
     with s.batch() as btx:
         s.delete_range(btx, DeleteRangeRequest(b"k0"))
-    h_before = s.hash_kv(11)
+    h_before = s.hash_kv(12)
     with s.batch() as btx:
-        s.compact(btx, 8)
+        s.compact(btx, 9)
     with s.batch() as btx, pytest.raises(CompactedError):
-        s.compact(btx, 8)
+        s.compact(btx, 9)
     with s.batch() as btx, pytest.raises(FutureRevisionError):
         s.compact(btx, 99)
     assert not s.compaction_step()  # batch limit 3: more work left
     b.close()
     b, s = open_store(tmp_path / "db")  # resumes the unfinished compaction
-    assert s.compact_revision == 8 and s.current_revision == 11
+    assert s.compact_revision == 9 and s.current_revision == 12
     s.finish_compaction()
     with pytest.raises(CompactedError):
-        s.range(RangeRequest(b"k1", revision=7))
-    assert s.range(RangeRequest(b"k1", revision=8)).kvs[0].value == b"7"
-    h_after = s.hash_kv(11)
+        s.range(RangeRequest(b"k1", revision=8))
+    assert s.range(RangeRequest(b"k1", revision=9)).kvs[0].value == b"7"
+    h_after = s.hash_kv(12)
     full = s.hash()
-    assert h_after[1:] == (11, 8) and h_before[1:] == (11, 0)
+    assert h_after[1:] == (12, 9) and h_before[1:] == (12, 0)
     b.close()
     b, s2 = open_store(tmp_path / "db")
-    assert s2.hash_kv(11) == h_after and s2.hash() == full
+    assert s2.hash_kv(12) == h_after and s2.hash() == full
     s2.check()
     b.close()

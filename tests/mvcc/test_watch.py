@@ -92,8 +92,8 @@ def test_synced_watcher_gets_each_revision(env: Env) -> None:
     env.put(b"b", b"1")
     env.delete(b"a")
     resps = s.poll()
-    assert [r.revision for r in resps] == [1, 3]
-    assert summary(events_of(resps, wid)) == [("PUT", b"a", 1), ("DELETE", b"a", 3)]
+    assert [r.revision for r in resps] == [2, 4]
+    assert summary(events_of(resps, wid)) == [("PUT", b"a", 2), ("DELETE", b"a", 4)]
     assert resps[0].events[0].kv.value == b"1" and resps[0].events[0].prev_kv is None
     assert env.ws.counts() == (1, 0)
 
@@ -106,47 +106,47 @@ def test_events_of_one_txn_stay_together(env: Env) -> None:
                                                DeleteRangeRequest(b"z"))))
     resps = s.poll()
     assert len(resps) == 1 and resps[0].watch_id == wid
-    assert summary(list(resps[0].events)) == [("PUT", b"x", 1), ("PUT", b"y", 1)]
+    assert summary(list(resps[0].events)) == [("PUT", b"x", 2), ("PUT", b"y", 2)]
 
 
 def test_start_revision_in_the_past_is_caught_up(env: Env) -> None:
     for i in range(10):
         env.put(b"k%d" % (i % 2), b"%d" % i)
     s = env.ws.new_stream()
-    wid = s.watch(b"k1", start_rev=3)
+    wid = s.watch(b"k1", start_rev=4)
     assert env.ws.counts() == (0, 1) and s.poll() == []
-    assert not env.ws.sync_watchers(max_revisions=3)  # revisions 3..5
+    assert not env.ws.sync_watchers(max_revisions=3)  # revisions 4..6
     first = s.poll()
-    assert summary(events_of(first, wid)) == [("PUT", b"k1", 4)]
-    env.put(b"k1", b"new")  # rev 11, published while the watcher is behind
+    assert summary(events_of(first, wid)) == [("PUT", b"k1", 5)]
+    env.put(b"k1", b"new")  # rev 12, published while the watcher is behind
     resps = first + drain(env, s)
-    assert [ev.kv.mod_revision for ev in events_of(resps, wid)] == [4, 6, 8, 10, 11]
+    assert [ev.kv.mod_revision for ev in events_of(resps, wid)] == [5, 7, 9, 11, 12]
     assert env.ws.counts() == (1, 0)
     env.put(b"k1", b"later")
-    assert summary(events_of(s.poll(), wid)) == [("PUT", b"k1", 12)]
+    assert summary(events_of(s.poll(), wid)) == [("PUT", b"k1", 13)]
 
 
 def test_future_start_revision_waits(env: Env) -> None:
     env.put(b"a")
     s = env.ws.new_stream()
-    wid = s.watch(b"a", start_rev=3)
+    wid = s.watch(b"a", start_rev=4)
     env.put(b"a")
     assert s.poll() == []
     env.put(b"a")
-    assert summary(events_of(s.poll(), wid)) == [("PUT", b"a", 3)]
+    assert summary(events_of(s.poll(), wid)) == [("PUT", b"a", 4)]
 
 
 def test_compacted_start_revision_cancels_the_watcher(env: Env) -> None:
     for _ in range(5):
         env.put(b"a")
-    env.compact(4)
+    env.compact(5)
     s = env.ws.new_stream()
-    old = s.watch(b"a", start_rev=2)
-    ok = s.watch(b"a", start_rev=4)
+    old = s.watch(b"a", start_rev=3)
+    ok = s.watch(b"a", start_rev=5)
     env.ws.sync_watchers()
     resps = s.poll()
-    assert resps[0] == WatchResponse(old, revision=5, compact_revision=4, canceled=True)
-    assert summary(events_of(resps, ok)) == [("PUT", b"a", 4), ("PUT", b"a", 5)]
+    assert resps[0] == WatchResponse(old, revision=6, compact_revision=5, canceled=True)
+    assert summary(events_of(resps, ok)) == [("PUT", b"a", 5), ("PUT", b"a", 6)]
     assert s.watch_ids() == [ok]
     assert not s.cancel(old)
 
@@ -158,7 +158,7 @@ def test_delete_at_the_compact_revision_is_delivered(tmp_path: Path) -> None:
     env.put(b"a")
     env.put(b"b")
     env.delete(b"a")
-    env.compact(3)
+    env.compact(4)
     for restart in (False, True):
         if restart:
             h = env.store.hash_kv(0)
@@ -166,11 +166,11 @@ def test_delete_at_the_compact_revision_is_delivered(tmp_path: Path) -> None:
             env = open_env(tmp_path / "db")
             assert env.store.hash_kv(0) == h
         s = env.ws.new_stream()
-        wid = s.watch(b"\0", b"\0", start_rev=3)
+        wid = s.watch(b"\0", b"\0", start_rev=4)
         env.ws.sync_watchers()
-        assert summary(events_of(s.poll(), wid)) == [("DELETE", b"a", 3)], restart
+        assert summary(events_of(s.poll(), wid)) == [("DELETE", b"a", 4)], restart
     env.put(b"c")
-    env.compact(4)  # the next compaction drops the old tombstone for good
+    env.compact(5)  # the next compaction drops the old tombstone for good
     assert env.store.range(RangeRequest(b"a")).kvs == ()
     env.store.check()
     env.backend.close()
@@ -183,8 +183,8 @@ def test_filters(env: Env) -> None:
     env.put(b"a")
     env.delete(b"a")
     resps = s.poll()
-    assert summary(events_of(resps, noput)) == [("DELETE", b"a", 2)]
-    assert summary(events_of(resps, nodel)) == [("PUT", b"a", 1)]
+    assert summary(events_of(resps, noput)) == [("DELETE", b"a", 3)]
+    assert summary(events_of(resps, nodel)) == [("PUT", b"a", 2)]
     assert len(resps) == 2  # nothing is sent for a revision filtered out entirely
 
 
@@ -194,8 +194,8 @@ def test_prev_kv_synced_and_from_history(env: Env) -> None:
     env.put(b"a", b"1")
     env.put(b"a", b"2")
     env.delete(b"a")
-    past = s.watch(b"a", start_rev=1, prev_kv=True)
-    plain = s.watch(b"a", start_rev=1)
+    past = s.watch(b"a", start_rev=2, prev_kv=True)
+    plain = s.watch(b"a", start_rev=2)
     resps = drain(env, s)
     for wid in (live, past):
         prevs = [ev.prev_kv.value if ev.prev_kv else None for ev in events_of(resps, wid)]
@@ -207,12 +207,12 @@ def test_prev_kv_omitted_when_compacted(env: Env) -> None:
     env.put(b"a", b"1")
     env.put(b"b")
     env.put(b"a", b"2")
-    env.compact(3)
+    env.compact(4)
     s = env.ws.new_stream()
-    wid = s.watch(b"a", start_rev=3, prev_kv=True)
+    wid = s.watch(b"a", start_rev=4, prev_kv=True)
     env.ws.sync_watchers()
     (ev,) = events_of(s.poll(), wid)
-    assert ev.kv.value == b"2" and ev.prev_kv is None  # revision 2 is compacted
+    assert ev.kv.value == b"2" and ev.prev_kv is None  # revision 3 is compacted
 
 
 def test_cancel(env: Env) -> None:
@@ -250,7 +250,7 @@ def test_progress_only_when_synced(env: Env) -> None:
     env.put(b"a")
     s = env.ws.new_stream()
     synced = s.watch(b"a")
-    behind = s.watch(b"a", start_rev=1)
+    behind = s.watch(b"a", start_rev=2)
     assert s.request_progress(synced)
     assert not s.request_progress(behind)
     assert not s.request_progress()  # stream-wide: not every watcher is synced
@@ -258,8 +258,8 @@ def test_progress_only_when_synced(env: Env) -> None:
     env.ws.sync_watchers()
     assert s.request_progress()
     resps = s.poll()
-    assert resps[0] == WatchResponse(synced, revision=1)
-    assert resps[-1] == WatchResponse(PROGRESS_WATCH_ID, revision=1)
+    assert resps[0] == WatchResponse(synced, revision=2)
+    assert resps[-1] == WatchResponse(PROGRESS_WATCH_ID, revision=2)
 
 
 def test_on_ready_called_when_queue_becomes_non_empty(env: Env) -> None:
@@ -292,7 +292,7 @@ def test_slow_watcher_moves_to_unsynced_and_catches_up(env: Env) -> None:
         elif done and not s.has_pending:
             break
     resps.extend(s.poll())
-    assert [ev.kv.mod_revision for ev in events_of(resps, wid)] == list(range(1, 36))
+    assert [ev.kv.mod_revision for ev in events_of(resps, wid)] == list(range(2, 37))
     revs = [r.revision for r in resps]
     assert revs == sorted(revs)
     assert env.ws.counts() == (1, 0)
@@ -308,7 +308,7 @@ def test_restart_forgets_watchers_history_remains(tmp_path: Path) -> None:
     env = open_env(tmp_path / "db")
     assert env.ws.counts() == (0, 0)
     s = env.ws.new_stream()
-    wid = s.watch(b"a", start_rev=1)
+    wid = s.watch(b"a", start_rev=2)
     env.put(b"a", b"3")
     resps = drain(env, s)
     assert [ev.kv.value for ev in events_of(resps, wid)] == [b"1", b"2", b"3"]
@@ -411,11 +411,11 @@ def test_sync_reads_a_bounded_batch_of_revisions(env: Env) -> None:
     for _ in range(30):
         env.put(b"a")
     s = env.ws.new_stream()
-    wid = s.watch(b"a", start_rev=1)
+    wid = s.watch(b"a", start_rev=2)
     assert not env.ws.sync_watchers(max_revisions=10)
     resps = s.poll()
-    assert [ev.kv.mod_revision for ev in events_of(resps, wid)] == list(range(1, 11))
-    assert resps[0].revision == 30  # the store revision when the response was made
+    assert [ev.kv.mod_revision for ev in events_of(resps, wid)] == list(range(2, 12))
+    assert resps[0].revision == 31  # the store revision when the response was made
     with pytest.raises(ValueError):
         env.ws.sync_watchers(max_revisions=0)
 
@@ -426,11 +426,11 @@ def test_negative_start_revision_reads_all_history_unless_compacted(env: Env) ->
     s = env.ws.new_stream()
     wid = s.watch(b"a", start_rev=-3)
     env.ws.sync_watchers()
-    assert [ev.kv.mod_revision for ev in events_of(s.poll(), wid)] == [1, 2]
-    env.compact(2)
+    assert [ev.kv.mod_revision for ev in events_of(s.poll(), wid)] == [2, 3]
+    env.compact(3)
     gone = s.watch(b"a", start_rev=-3)
     env.ws.sync_watchers()
-    assert s.poll() == [WatchResponse(gone, revision=2, compact_revision=2, canceled=True)]
+    assert s.poll() == [WatchResponse(gone, revision=3, compact_revision=3, canceled=True)]
 
 
 def test_aborted_batch_is_never_delivered(env: Env) -> None:
@@ -439,7 +439,7 @@ def test_aborted_batch_is_never_delivered(env: Env) -> None:
     with pytest.raises(RuntimeError), env.store.batch() as btx:
         env.store.put(btx, PutRequest(b"a", b"lost"))
         raise RuntimeError("apply failed")
-    assert s.poll() == [] and env.ws.revision == 0
+    assert s.poll() == [] and env.ws.revision == 1
     env.put(b"a", b"kept")
     (ev,) = events_of(s.poll(), wid)
-    assert (ev.kv.mod_revision, ev.kv.value) == (1, b"kept")
+    assert (ev.kv.mod_revision, ev.kv.value) == (2, b"kept")
