@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck importcheck sim proto deps-system clean bench bench-quick
+.PHONY: run test lint typecheck importcheck proto deps-system clean bench bench-quick
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,10 +34,6 @@ importcheck: $(STAMP)
 
 proto: $(STAMP)
 	$(PY) -m keelson.proto.generate
-
-sim: $(STAMP)
-	$(PY) -m keelson.raft.sim --seeds 2000 --nodes 3
-	$(PY) -m keelson.raft.sim --seeds 2000 --nodes 5
 
 test: $(STAMP) deps-system lint typecheck importcheck
 	$(PY) -m pytest -q tests
