@@ -25,7 +25,6 @@ import dataclasses
 import hashlib
 import itertools
 import logging
-import math
 import os
 import secrets
 import time
@@ -36,6 +35,7 @@ from typing import Any, cast
 
 from keelson import mvcc
 from keelson.backend import Backend
+from keelson.lease import LEASE_BUCKET, MAX_LEASE_TTL, Lessor, NotPrimary, min_lease_ttl
 from keelson.mvcc import apply as mvcc_apply
 from keelson.proto import errors
 from keelson.proto.etcdserverpb import raft_internal_pb2 as ipb
@@ -58,7 +58,6 @@ from keelson.raft import (
 )
 from keelson.server import convert
 from keelson.server.compactor import Compactor, parse_retention
-from keelson.server.leases import LEASE_BUCKET, MAX_LEASE_TTL, LeaseTable
 from keelson.server.membership import MEMBERS_BUCKET, MemberTable, decode_context, encode_context
 from keelson.server.snapshot import backend_image, install_image
 from keelson.server.watch import WatchHub, WatchStream
@@ -201,8 +200,12 @@ class EtcdServer:
             sync=cfg.fsync,
         )
         election_ticks = max(2, cfg.election_timeout_ms // max(1, cfg.heartbeat_interval_ms))
-        min_ttl = math.ceil(3 * election_ticks / 2 * cfg.heartbeat_interval_ms / 1000)
-        self.leases = LeaseTable(self.backend, time.monotonic, max(1, min_ttl))
+        self._lease_writer: mvcc.TxnWrite | None = None
+        self.leases = Lessor(
+            self._delete_lease_keys,
+            min_ttl=min_lease_ttl(election_ticks, max(1, cfg.heartbeat_interval_ms)),
+        )
+        self.leases.recover(self.backend)  # before the KVStore, which re-attaches keys
         self.kv = mvcc.KVStore(self.backend, lessor=self.leases)
         self._alarms: set[tuple[int, int]] = set()
         with self.backend.read() as tx:
@@ -211,14 +214,21 @@ class EtcdServer:
                     self._alarms.add((int.from_bytes(k[:8], "big"), k[8]))
         self._consistent_index = self.backend.consistent_index()[0]
 
+    def _delete_lease_keys(self, keys: list[bytes]) -> None:
+        """The lessor's revoke callback: delete the keys in the revoke's one mvcc write."""
+        tw = self._lease_writer
+        if tw is None:
+            raise RuntimeError("lease keys deleted outside a revoke being applied")
+        for key in keys:
+            tw.delete_range(key, None)
+
     def _install_snapshot(self, snap: Snapshot) -> None:
         """Replace the whole applied state by a snapshot received from the leader."""
         self.backend.close()
         install_image(self._db_dir, snap.data)
         self._open_state()
         if self.state_is_leader_hint():
-            self.leases.promote()
-        self.watches.rebind(self.kv)
+            self.leases.promote(time.monotonic())
         self.members = MemberTable(self.backend)
         meta_only = Snapshot(snap.metadata, b"")
         self.snapshotter.save(meta_only)
@@ -320,14 +330,22 @@ class EtcdServer:
     async def _ticker(self) -> None:
         interval = self.cfg.heartbeat_interval_ms / 1000
         last_expiry_check = 0.0
+        last_watch_sync = 0.0
         while True:
             await asyncio.sleep(interval)
             self.node.tick()
             self._wake.set()
             now = time.monotonic()
+            if now - last_watch_sync >= 0.1:
+                last_watch_sync = now
+                self.watches.sync()
             if self._state == StateType.LEADER and now - last_expiry_check >= 0.1:
                 last_expiry_check = now
-                for lid in self.leases.expired():
+                try:
+                    expired = self.leases.expired(now)
+                except NotPrimary:
+                    expired = []
+                for lid in expired:
                     if lid not in self._revoking:
                         self._revoking.add(lid)
                         asyncio.create_task(self._revoke_expired(lid))
@@ -373,11 +391,12 @@ class EtcdServer:
             self._lead = rd.soft_state.lead
             self._state = rd.soft_state.raft_state
             if self._state == StateType.LEADER and not was_leader:
-                self.leases.promote()
+                self.leases.promote(time.monotonic())
             elif was_leader and self._state != StateType.LEADER:
                 self.leases.demote()
         if rd.snapshot is not None and not rd.snapshot.is_empty():
             await asyncio.to_thread(self._install_snapshot, rd.snapshot)
+            self.watches.rebind(self.kv)  # on the loop's thread, like every watch call
         if rd.entries or rd.hard_state is not None:
             await asyncio.to_thread(self.wal.save, rd.hard_state, rd.entries, rd.must_sync)
         if rd.hard_state is not None:
@@ -399,6 +418,7 @@ class EtcdServer:
         if rd.committed_entries:
             self._faults("before-apply")
             self._apply(rd)
+            self.watches.sync()
         self.node.advance(rd)
         self._notify_applied()
         if rd.committed_entries:
@@ -505,14 +525,18 @@ class EtcdServer:
                     raise errors.LEASE_EXIST
                 if self._alarm_nospace:
                     raise errors.NO_SPACE
-                lease = self.leases.grant(btx, g.ID, g.TTL)
-                return rid, (lease.id, lease.ttl)
+                ttl = self.leases.grant(btx, g.ID, g.TTL, time.monotonic())
+                return rid, (g.ID, ttl)
             if which == "lease_revoke":
                 lid = req.lease_revoke.ID
                 if not self.leases.lease_exists(lid):
                     raise errors.LEASE_NOT_FOUND
                 with self.kv.write(btx) as tw:
-                    self.leases.revoke(btx, lid, lambda key: tw.delete_range(key, None) and None)
+                    self._lease_writer = tw
+                    try:
+                        self.leases.revoke(btx, lid)
+                    finally:
+                        self._lease_writer = None
                 return rid, None
             if which == "compaction":
                 self.kv.compact(btx, req.compaction.revision)
@@ -756,10 +780,10 @@ class EtcdServer:
                 log.debug("forwarding lease renew to %x: %s", self._lead, exc)
                 raise errors.TIMEOUT from None
             return int.from_bytes(answer, "big", signed=True)
-        ttl = self.leases.renew(lease_id)
-        if ttl is None:
-            raise errors.LEASE_NOT_FOUND
-        return ttl
+        try:
+            return self.leases.renew(lease_id, time.monotonic())
+        except NotPrimary:
+            raise errors.NOT_LEADER from None
 
     async def handle_forwarded_renew(self, payload: bytes) -> bytes:
         """Transport handler for ``lease_renew`` from a follower."""
@@ -771,22 +795,22 @@ class EtcdServer:
     async def lease_time_to_live(
         self, req: pb.LeaseTimeToLiveRequest, identity: Any = None
     ) -> pb.LeaseTimeToLiveResponse:
-        lease = self.leases.get(req.ID)
-        if lease is None:
+        try:
+            info = self.leases.time_to_live(req.ID, time.monotonic())
+        except errors.EtcdError:
             return pb.LeaseTimeToLiveResponse(header=self.header(), ID=req.ID, TTL=-1)
         out = pb.LeaseTimeToLiveResponse(
-            header=self.header(), ID=req.ID, TTL=self.leases.remaining(lease),
-            grantedTTL=lease.ttl,
+            header=self.header(), ID=req.ID, TTL=info.remaining_ttl, grantedTTL=info.granted_ttl
         )
         if req.keys:
-            out.keys.extend(sorted(lease.keys))
+            out.keys.extend(info.keys)
         return out
 
     async def lease_leases(
         self, req: pb.LeaseLeasesRequest, identity: Any = None
     ) -> pb.LeaseLeasesResponse:
         return pb.LeaseLeasesResponse(
-            header=self.header(), leases=[pb.LeaseStatus(ID=i) for i in self.leases.ids()]
+            header=self.header(), leases=[pb.LeaseStatus(ID=i) for i in self.leases.leases()]
         )
 
     async def status(self, req: pb.StatusRequest, identity: Any = None) -> pb.StatusResponse:

@@ -1,193 +1,193 @@
-"""Watch streams over the key space (one per gRPC Watch call).
+"""Watch streams over the key space (one per gRPC Watch call), on mvcc's WatchableStore.
 
-Theory of operation. ``WatchHub`` listens to the store's committed writes (``KVStore``
-listener: revision and events, in revision order, only after the backend commit) and fans
-them out to every open ``WatchStream``. A stream holds watchers (key range, filters,
-prev_kv, and ``next_rev``: the first revision it has not yet been sent). Creating a watcher
-queues its ``created`` response, then the history from ``start_revision`` read from the key
-bucket, so a client sees: created, then every event from start_revision on, in order, with
-no gaps and no duplicates. A start revision below the compact revision is answered with a
-canceled response carrying ``compact_revision``, as etcd does. Queues are unbounded; the
-hub runs on the event loop's thread (listeners are called by the apply loop).
+Theory of operation. ``WatchHub`` owns the member's ``mvcc.WatchableStore``; the store's
+commit listener hands synced watchers their events as each write txn commits, and
+``sync`` (called by the server after applying entries and on a ~100 ms timer) lets
+watchers that start in the past or fell behind catch up from history in bounded steps.
+A ``WatchStream`` is the thin adapter keelson.api drives (``create``/``cancel``/
+``request_progress``/``next``/``close``): it turns etcd's protobuf requests into calls on an
+mvcc ``WatchStream`` and mvcc's ``WatchResponse`` values into protobuf responses stamped
+with the member's header. The ``created`` response of a watcher is queued by the adapter
+before the watcher can produce anything, and ``next`` sends the adapter's queue before
+polling mvcc, so a client sees created, then the events, in order. mvcc's stream signals
+"something queued" through ``on_ready``, which wakes ``next``; responses stay in mvcc's
+bounded queue until ``next`` polls them, which is what slows a stream that reads slowly.
+
+When a snapshot replaces the key space (``rebind``) a new WatchableStore is made on the new
+store and each stream re-creates its watchers there from the first revision it has not yet
+delivered (one past the newest event it polled, or its start), so nothing is lost or sent
+twice. Everything runs on the event loop's thread, like the apply loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from keelson import mvcc
-from keelson.mvcc.keyvalue import decode_kv
-from keelson.mvcc.revision import KEY_BUCKET, Revision, bytes_to_rev, is_tombstone, rev_to_bytes
 from keelson.proto.etcdserverpb import rpc_pb2 as pb
 from keelson.proto.mvccpb import kv_pb2
 from keelson.server import convert
 
-_NOPUT = 0
-_NODELETE = 1
+MAX_PENDING = 128
+"""Responses an mvcc stream queues before its watchers are moved to catch-up."""
 
 
 @dataclass
-class _Watcher:
-    watch_id: int
+class _Spec:
+    """What is needed to re-create a watcher on a new store, and where it got to."""
+
     key: bytes
     range_end: bytes
     prev_kv: bool
-    no_put: bool
-    no_delete: bool
+    filters: tuple[mvcc.WatchFilter, ...]
     next_rev: int
-
-    def matches(self, key: bytes) -> bool:
-        if not self.range_end:
-            return key == self.key
-        if self.range_end == b"\0":
-            return key >= self.key
-        return self.key <= key < self.range_end
 
 
 class WatchHub:
-    def __init__(self, kv: mvcc.KVStore, header: object) -> None:
-        self._kv = kv
-        self._header = header  # callable returning a ResponseHeader
-        self._streams: set[WatchStream] = set()
-        kv.add_listener(self._on_commit)
+    def __init__(self, kv: mvcc.KVStore, header: Callable[[], pb.ResponseHeader]) -> None:
+        self._header = header
+        self.store = mvcc.WatchableStore(kv)
+        self._streams: dict[int, WatchStream] = {}
+        self._seq = 0
 
     def rebind(self, kv: mvcc.KVStore) -> None:
-        """The store was replaced (snapshot installed): follow the new one."""
-        self._kv = kv
-        kv.add_listener(self._on_commit)
+        """The key space was replaced (snapshot installed): move every watcher to it."""
+        old = self.store
+        self.store = mvcc.WatchableStore(kv)
+        for seq in sorted(self._streams):
+            self._streams[seq].rebind(old, self.store)
+        self.sync()
 
     def new_stream(self) -> WatchStream:
-        s = WatchStream(self)
-        self._streams.add(s)
+        self._seq += 1
+        s = WatchStream(self, self._seq)
+        self._streams[self._seq] = s
         return s
 
-    def header(self) -> pb.ResponseHeader:
-        return self._header()  # type: ignore[operator,no-any-return]
+    def header(self, revision: int = 0) -> pb.ResponseHeader:
+        h = self._header()
+        if revision:
+            h.revision = revision
+        return h
 
-    def _on_commit(self, rev: int, events: Sequence[mvcc.Event]) -> None:
-        if not self._streams:
-            return
-        for s in list(self._streams):
-            s.deliver(rev, events)
+    def sync(self) -> None:
+        """Let lagging watchers catch up by one bounded step (cheap when none lag)."""
+        if self.store.pending_sync():
+            self.store.sync_watchers()
 
-    def event_to_pb(self, ev: mvcc.Event, prev_kv: bool) -> kv_pb2.Event:
-        out = kv_pb2.Event(
-            type=kv_pb2.Event.PUT if ev.type == mvcc.EventType.PUT else kv_pb2.Event.DELETE,
-            kv=convert.kv_to_pb(ev.kv),
-        )
-        if prev_kv:
-            rev = ev.kv.mod_revision - 1
-            if rev > self._kv.compact_revision and rev > 0:
-                try:
-                    r = self._kv.range(mvcc.RangeRequest(key=ev.kv.key, revision=rev))
-                    if r.kvs:
-                        out.prev_kv.CopyFrom(convert.kv_to_pb(r.kvs[0]))
-                except mvcc.MvccError:
-                    pass
-        return out
-
-    def history(self, start: int) -> list[tuple[int, mvcc.Event]]:
-        """Every event with revision >= start, in revision order, from the key bucket."""
-        out: list[tuple[int, mvcc.Event]] = []
-        with self._kv.backend.read() as tx:
-            for k, v in tx.range(KEY_BUCKET, rev_to_bytes(Revision(start, 0)), None):
-                rev = bytes_to_rev(k)
-                kv = decode_kv(v)
-                if is_tombstone(k):
-                    ev = mvcc.Event(
-                        mvcc.EventType.DELETE, mvcc.KeyValue(kv.key, mod_revision=rev.main)
-                    )
-                else:
-                    ev = mvcc.Event(mvcc.EventType.PUT, kv)
-                out.append((rev.main, ev))
-        return out
+    def discard(self, seq: int) -> None:
+        self._streams.pop(seq, None)
 
 
 class WatchStream:
     """The per-gRPC-stream object keelson.api drives: create/cancel/request_progress/next/close."""
 
-    def __init__(self, hub: WatchHub) -> None:
+    def __init__(self, hub: WatchHub, seq: int) -> None:
         self._hub = hub
-        self._watchers: dict[int, _Watcher] = {}
-        self._queue: asyncio.Queue[pb.WatchResponse | None] = asyncio.Queue()
-        self._next_id = 0
+        self._seq = seq
+        self._ready = asyncio.Event()
+        self._inner = hub.store.new_stream(max_pending=MAX_PENDING, on_ready=self._ready.set)
+        self._out: deque[pb.WatchResponse] = deque()
+        self._specs: dict[int, _Spec] = {}
         self._closed = False
 
     def create(self, req: pb.WatchCreateRequest) -> pb.WatchResponse | None:
-        kv = self._hub._kv
-        if req.watch_id:
-            if req.watch_id in self._watchers:
-                return pb.WatchResponse(
-                    header=self._hub.header(), watch_id=req.watch_id, created=True,
-                    canceled=True, cancel_reason="etcdserver: duplicate watch ID",
-                )
-            wid = req.watch_id
-        else:
-            while self._next_id in self._watchers:
-                self._next_id += 1
-            wid = self._next_id
-            self._next_id += 1
-        current = kv.current_revision
-        start = req.start_revision if req.start_revision > 0 else current + 1
-        if req.start_revision and start < kv.compact_revision:
-            self._queue.put_nowait(
-                pb.WatchResponse(
-                    header=self._hub.header(), watch_id=wid, created=True, canceled=True,
-                    compact_revision=kv.compact_revision,
-                )
+        filters = tuple(sorted({mvcc.WatchFilter(f) for f in req.filters if f in (0, 1)}))
+        wanted = req.watch_id if req.watch_id else mvcc.AUTO_WATCH_ID
+        start = req.start_revision if req.start_revision > 0 else 0
+        try:
+            wid = self._inner.watch(
+                req.key, req.range_end, start, prev_kv=req.prev_kv, filters=filters,
+                watch_id=wanted,
             )
-            return None
-        w = _Watcher(
-            wid, req.key, req.range_end, req.prev_kv,
-            _NOPUT in req.filters, _NODELETE in req.filters, start,
-        )
-        self._watchers[wid] = w
-        created = pb.WatchResponse(header=self._hub.header(), watch_id=wid, created=True)
-        self._queue.put_nowait(created)
-        if start <= current:
-            by_rev: dict[int, list[mvcc.Event]] = {}
-            for rev, ev in self._hub.history(start):
-                by_rev.setdefault(rev, []).append(ev)
-            for rev in sorted(by_rev):
-                self._send(w, rev, by_rev[rev])
-            w.next_rev = current + 1
+        except mvcc.WatcherDuplicateIdError:
+            return pb.WatchResponse(
+                header=self._hub.header(), watch_id=req.watch_id, created=True,
+                canceled=True, cancel_reason="etcdserver: duplicate watch ID",
+            )
+        except (mvcc.WatcherEmptyRangeError, ValueError) as exc:
+            return pb.WatchResponse(
+                header=self._hub.header(), watch_id=req.watch_id, created=True,
+                canceled=True, cancel_reason=str(exc),
+            )
+        next_rev = start if start else self._hub.store.revision + 1
+        self._specs[wid] = _Spec(req.key, req.range_end, req.prev_kv, filters, next_rev)
+        self._out.append(pb.WatchResponse(header=self._hub.header(), watch_id=wid, created=True))
+        self._ready.set()
+        self._hub.sync()
         return None
 
     def cancel(self, watch_id: int) -> pb.WatchResponse | None:
-        if self._watchers.pop(watch_id, None) is None:
-            return None
-        return pb.WatchResponse(header=self._hub.header(), watch_id=watch_id, canceled=True)
+        # mvcc drops the watcher's queued responses and queues the canceled one.
+        self._specs.pop(watch_id, None)
+        self._inner.cancel(watch_id)
+        return None
 
     def request_progress(self) -> pb.WatchResponse | None:
-        return pb.WatchResponse(header=self._hub.header(), watch_id=-1)
+        # Queued (watch_id -1, the current revision) only when every watcher is synced.
+        self._inner.request_progress()
+        return None
 
     async def next(self) -> pb.WatchResponse | None:
-        return await self._queue.get()
+        while True:
+            if self._out:
+                return self._out.popleft()
+            if self._closed:
+                return None
+            polled = self._inner.poll()
+            if polled:
+                self._out.extend(self._to_pb(r) for r in polled)
+                self._hub.sync()  # room again: watchers that fell behind may catch up
+                continue
+            self._ready.clear()
+            await self._ready.wait()
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._hub._streams.discard(self)
-            self._queue.put_nowait(None)
+            self._inner.close()
+            self._out.clear()
+            self._hub.discard(self._seq)
+            self._ready.set()
 
-    def deliver(self, rev: int, events: Sequence[mvcc.Event]) -> None:
-        for w in list(self._watchers.values()):
-            if rev >= w.next_rev:
-                self._send(w, rev, events)
-                w.next_rev = rev + 1
+    def rebind(self, old: mvcc.WatchableStore, new: mvcc.WatchableStore) -> None:
+        """Move this stream's watchers from ``old`` to ``new`` (see the module docstring)."""
+        if self._closed:
+            return
+        self._out.extend(self._to_pb(r) for r in self._inner.poll())
+        self._inner.close()
+        self._inner = new.new_stream(max_pending=MAX_PENDING, on_ready=self._ready.set)
+        for wid in sorted(self._specs):
+            s = self._specs[wid]
+            self._inner.watch(
+                s.key, s.range_end, s.next_rev, prev_kv=s.prev_kv, filters=s.filters,
+                watch_id=wid,
+            )
+        self._ready.set()
 
-    def _send(self, w: _Watcher, rev: int, events: Sequence[mvcc.Event]) -> None:
-        picked = [
-            self._hub.event_to_pb(ev, w.prev_kv)
-            for ev in events
-            if w.matches(ev.kv.key)
-            and not (w.no_put and ev.type == mvcc.EventType.PUT)
-            and not (w.no_delete and ev.type == mvcc.EventType.DELETE)
-        ]
-        if picked:
-            header = self._hub.header()
-            header.revision = rev
-            resp = pb.WatchResponse(header=header, watch_id=w.watch_id, events=picked)
-            self._queue.put_nowait(resp)
+    def _to_pb(self, r: mvcc.WatchResponse) -> pb.WatchResponse:
+        spec = self._specs.get(r.watch_id)
+        if r.canceled:
+            self._specs.pop(r.watch_id, None)
+        elif spec is not None and r.events:
+            spec.next_rev = max(spec.next_rev, r.events[-1].kv.mod_revision + 1)
+        return pb.WatchResponse(
+            header=self._hub.header(r.revision),
+            watch_id=r.watch_id,
+            canceled=r.canceled,
+            compact_revision=r.compact_revision,
+            events=[_event_to_pb(ev) for ev in r.events],
+        )
+
+
+def _event_to_pb(ev: mvcc.Event) -> kv_pb2.Event:
+    out = kv_pb2.Event(
+        type=kv_pb2.Event.PUT if ev.type == mvcc.EventType.PUT else kv_pb2.Event.DELETE,
+        kv=convert.kv_to_pb(ev.kv),
+    )
+    if ev.prev_kv is not None:
+        out.prev_kv.CopyFrom(convert.kv_to_pb(ev.prev_kv))
+    return out
