@@ -382,9 +382,10 @@ class Raft:
             or (self.vote == NONE and self.lead == NONE)
             or (m.type == MT.PRE_VOTE and m.term > self.term)
         )
-        me = self.tracker.progress.get(self.id)
-        is_voter = me is not None and not me.is_learner
-        if is_voter and can_vote and self.log.is_up_to_date(m.index, m.log_term):
+        # No check that this node is a voter: a learner promoted (or a voter added) by a
+        # conf change it has not applied yet must still be able to help elect a leader.
+        # Whether its vote counts is the candidate's decision; learners never campaign.
+        if can_vote and self.log.is_up_to_date(m.index, m.log_term):
             self.send(Message(resp, to=m.frm, term=m.term))
             if m.type == MT.VOTE:
                 self.election_elapsed = 0
@@ -423,6 +424,10 @@ class Raft:
         elif m.type == MT.HEARTBEAT_RESP:
             pr.recent_active = True
             pr.probe_sent = False
+            # A lost MsgApp would otherwise keep a full window full forever: the
+            # follower is alive, so free one slot and let replication go on.
+            if pr.state == ProgressState.REPLICATE and pr.inflights.full():
+                pr.inflights.free_first_one()
             if pr.match < self.log.last_index():
                 self.send_append(m.frm)
             if not m.context:

@@ -48,6 +48,12 @@ class Inflights:
             n += 1
         del self._buf[:n]
 
+    def free_first_one(self) -> None:
+        """Forget the oldest in-flight append (heartbeat responses use it to unstick a
+        window whose append was lost)."""
+        if self._buf:
+            del self._buf[0]
+
     def full(self) -> bool:
         return len(self._buf) >= self.size
 
