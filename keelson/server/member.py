@@ -18,7 +18,6 @@ import signal
 import struct
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import urlsplit
 
 from keelson.server.etcdserver import EtcdServer, MemberConfig
 from keelson.transport import Transport
@@ -82,13 +81,6 @@ def member_config(config: Any) -> MemberConfig:
     )
 
 
-def _host_port(url: str) -> tuple[str, int]:
-    u = urlsplit(url)
-    if u.hostname is None or u.port is None:
-        raise ValueError(f"bad url {url!r}: want scheme://host:port")
-    return u.hostname, u.port
-
-
 ClientServerFactory = Callable[[EtcdServer, list[str], int], Any]
 """Builds the client-facing gRPC server: (server, ["host:port", ...], max_request_bytes) ->
 an unstarted ``grpc.aio.Server``. The caller passes ``keelson.api.grpc_server.
@@ -149,14 +141,13 @@ async def run_member(config: Any, client_server: ClientServerFactory | None = No
 
     sync_peers(server.members.sorted(), [])
     server.on_members_changed = sync_peers
-    for url in config.listen_peer_urls:
-        host, port = _host_port(url)
+    for host, port in config.peer_listen_addresses():
         await transport.start(host, port)
     grpc_server = None
     if client_server is not None:
         grpc_server = client_server(
             server,
-            [":".join(map(str, _host_port(u))) for u in config.listen_client_urls],
+            [f"{host}:{port}" for host, port in config.client_listen_addresses()],
             cfg.max_request_bytes,
         )
     else:

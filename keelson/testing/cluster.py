@@ -1,9 +1,5 @@
 """Start N keelson member processes on 127.0.0.1 for multi-process tests.
 
-``python -m keelson.testing.cluster serve <etcd flags>`` is the member entry point used here:
-the CLI's flag parsing plus ``keelson.server.member.serve`` with the api's gRPC server
-injected (the server package may not import the api package).
-
 Theory of operation: ``ProcessCluster(tmp, n)`` picks free ports (bind to port 0, then
 release), writes nothing but the members' data dirs, and starts ``python -m keelson.cli.main
 serve`` per member with etcd's flags. ``wait_ready`` polls each member's Status over gRPC
@@ -69,7 +65,7 @@ class ProcessCluster:
     def start(self, member: ProcessMember, state: str = "new") -> None:
         client = f"http://{member.client_addr}"
         args = [
-            sys.executable, "-m", "keelson.testing.cluster", "serve",
+            sys.executable, "-m", "keelson.cli.main", "serve",
             "--name", member.name,
             "--data-dir", str(member.data_dir),
             "--listen-client-urls", client,
@@ -133,24 +129,3 @@ class ProcessCluster:
     def stop_all(self) -> None:
         for m in self.members:
             self.stop(m)
-
-
-def _main(argv: list[str]) -> int:
-    from keelson.api.grpc_server import build_grpc_server
-    from keelson.cli.config import ConfigError, parse_serve_args
-    from keelson.server.member import serve
-
-    if not argv or argv[0] != "serve":
-        print("usage: python -m keelson.testing.cluster serve [etcd flags]", file=sys.stderr)
-        return 2
-    try:
-        config = parse_serve_args(argv[1:], os.environ)
-    except ConfigError as exc:
-        print(f"keelson: {exc}", file=sys.stderr)
-        return 2
-    serve(config, client_server=build_grpc_server)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))
