@@ -113,6 +113,10 @@ FLAGS: tuple[Flag, ...] = (
     Flag("listen-peer-urls", "urls", _P, "List of URLs to listen on for peer traffic."),
     Flag("listen-client-urls", "urls", _C, "List of URLs to listen on for client traffic."),
     Flag(
+        "listen-metrics-urls", "urls", "",
+        "List of URLs to listen on for the /metrics and /health endpoints.",
+    ),
+    Flag(
         "initial-advertise-peer-urls", "urls", _P,
         "List of this member's peer URLs to advertise to the rest of the cluster.",
     ),
@@ -218,6 +222,7 @@ class ServeConfig:
     wal_dir: str = ""
     listen_peer_urls: tuple[str, ...] = (_P,)
     listen_client_urls: tuple[str, ...] = (_C,)
+    listen_metrics_urls: tuple[str, ...] = ()
     initial_advertise_peer_urls: tuple[str, ...] = (_P,)
     advertise_client_urls: tuple[str, ...] = (_C,)
     initial_cluster: str = f"{DEFAULT_NAME}={_P}"
@@ -286,6 +291,10 @@ class ServeConfig:
     def client_listen_addresses(self) -> list[tuple[str, int]]:
         """``(host, port)`` for each ``--listen-client-urls`` entry (IPv6 without brackets)."""
         return [_host_port(u) for u in self.listen_client_urls]
+
+    def metrics_listen_addresses(self) -> list[tuple[str, int]]:
+        """``(host, port)`` for each ``--listen-metrics-urls`` entry (none by default)."""
+        return [_host_port(u) for u in self.listen_metrics_urls]
 
     def peer_listen_addresses(self) -> list[tuple[str, int]]:
         """``(host, port)`` for each ``--listen-peer-urls`` entry (IPv6 without brackets)."""
@@ -536,7 +545,7 @@ def _convert(flag: Flag, raw: str, source: str) -> Value:
             raise bad("parse error")
         value = int(raw)
     elif flag.kind == "urls":
-        value = _parse_urls(flag, raw, bad)
+        value = _parse_urls(flag, raw, bad) if raw or flag.default else ()
     else:
         if flag.choices and raw not in flag.choices:
             raise bad("valid values are " + " or ".join(_q(c) for c in flag.choices))
@@ -713,6 +722,7 @@ def _build(values: Mapping[str, Value]) -> ServeConfig:
         wal_dir=text("wal-dir"),
         listen_peer_urls=urls("listen-peer-urls"),
         listen_client_urls=urls("listen-client-urls"),
+        listen_metrics_urls=urls("listen-metrics-urls"),
         initial_advertise_peer_urls=advertise_peer,
         advertise_client_urls=urls("advertise-client-urls"),
         initial_cluster=_format_cluster(members),

@@ -97,11 +97,14 @@ def _serve(args: list[str]) -> int:
         log.log(logging.INFO if notice.level == "info" else logging.WARNING, notice.message)
 
     # Imported here so that --version and --help stay fast and work without grpc.
-    from keelson.api.grpc_server import build_grpc_server
+    from keelson.api.front_end import front_end_factory
     from keelson.server.member import serve
 
+    # etcd's request timeout: 5 s plus two election timeouts
+    request_timeout = 5.0 + 2 * config.election_timeout / 1000
+    front_end = front_end_factory(config.metrics_listen_addresses(), request_timeout)
     try:
-        serve(config, client_server=build_grpc_server)
+        serve(config, client_server=front_end)
     except KeyboardInterrupt:
         return 130
     return 0

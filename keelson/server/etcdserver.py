@@ -133,6 +133,8 @@ class EtcdServer:
         self._conf_state = ConfState()
         self._term = 0
         self._lead = 0
+        self.leader_changes = 0
+        """How many times this member saw a new leader (etcd_server_leader_changes_seen_total)."""
         self._state = StateType.FOLLOWER
         self._applied = 0
         self._waiters: dict[int, asyncio.Future[Any]] = {}
@@ -388,6 +390,8 @@ class EtcdServer:
     async def _handle_ready(self, rd: Ready) -> None:
         if rd.soft_state is not None:
             was_leader = self._state == StateType.LEADER
+            if rd.soft_state.lead not in (0, self._lead):
+                self.leader_changes += 1
             self._lead = rd.soft_state.lead
             self._state = rd.soft_state.raft_state
             if self._state == StateType.LEADER and not was_leader:
@@ -567,6 +571,14 @@ class EtcdServer:
             btx.delete(ALARM_BUCKET, key)
             return [pb.AlarmMember(memberID=req.memberID, alarm=req.alarm)]
         return []
+
+    def quota_bytes(self) -> int:
+        """The backend quota in force (``--quota-backend-bytes``, 0 meaning etcd's default)."""
+        return self.cfg.quota_backend_bytes or DEFAULT_QUOTA_BYTES
+
+    def pending_proposals(self) -> int:
+        """Proposals made by this member and not yet applied."""
+        return len(self._waiters)
 
     def _check_quota(self, cost: int) -> None:
         """Refuse a write that would grow the backend past the quota, raising NOSPACE."""

@@ -100,6 +100,11 @@ CASES: list[tuple[str, str, Any, str, Any, list[str]]] = [
         "listen_client_urls", ("http://127.0.0.1:3379",), C2,
     ),
     (
+        "listen-metrics-urls", "http://127.0.0.1:3381,http://127.0.0.1:3382",
+        "http://127.0.0.1:3381,http://127.0.0.1:3382",
+        "listen_metrics_urls", ("http://127.0.0.1:3381", "http://127.0.0.1:3382"), [],
+    ),
+    (
         "initial-advertise-peer-urls", "http://10.0.0.1:2380", "http://10.0.0.1:2380",
         "initial_cluster", "default=http://10.0.0.1:2380", [],
     ),

@@ -1,0 +1,55 @@
+"""A member's whole client-facing side: the gRPC services plus the HTTP endpoints.
+
+``keelson.server.member.run_member`` takes a factory ``(server, client addresses,
+max_request_bytes) -> object with start() / stop(grace)``; :func:`front_end_factory` makes
+one that serves etcd's gRPC API on the client addresses and, when ``--listen-metrics-urls``
+is set, ``/health``, ``/version`` and ``/metrics`` on those addresses. Both start and stop
+together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from keelson.api.grpc_server import DEFAULT_MAX_REQUEST_BYTES, build_grpc_server
+from keelson.api.http import HttpEndpoints
+
+
+class FrontEnd:
+    """The gRPC server and the optional HTTP endpoints of one member."""
+
+    def __init__(self, grpc_server: Any, http: HttpEndpoints | None) -> None:
+        self.grpc = grpc_server
+        self.http = http
+
+    async def start(self) -> None:
+        await self.grpc.start()
+        if self.http is not None:
+            await self.http.start()
+
+    async def stop(self, grace: float | None) -> None:
+        if self.http is not None:
+            await self.http.stop()
+        await self.grpc.stop(grace)
+
+
+def front_end_factory(
+    metrics_addresses: Sequence[tuple[str, int]], request_timeout: float
+) -> Callable[..., FrontEnd]:
+    """The ``client_server`` factory ``keelson serve`` hands to the member."""
+
+    def build(
+        server: Any,
+        listen_addresses: Sequence[str],
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    ) -> FrontEnd:
+        grpc_server = build_grpc_server(server, listen_addresses, max_request_bytes)
+        http = (
+            HttpEndpoints(server, metrics_addresses, request_timeout)
+            if metrics_addresses
+            else None
+        )
+        return FrontEnd(grpc_server, http)
+
+    return build
