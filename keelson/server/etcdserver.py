@@ -663,10 +663,13 @@ class EtcdServer:
         )
 
     async def _wait_leader(self) -> None:
-        deadline = asyncio.get_running_loop().time() + self.cfg.election_timeout_ms / 1000 * 3
+        """Wait for a known leader, up to the request timeout, as etcd's raft node holds a
+        proposal while there is none; then fail as etcd does (a loaded machine or a
+        partition heal can take several election timeouts to produce a leader)."""
+        deadline = asyncio.get_running_loop().time() + self.cfg.request_timeout_s
         while self._lead == 0:
             if asyncio.get_running_loop().time() > deadline:
-                raise errors.NO_LEADER
+                raise errors.TIMEOUT_DUE_TO_LEADER_FAIL
             await asyncio.sleep(self.cfg.heartbeat_interval_ms / 1000)
 
     async def _linearizable_barrier(self) -> None:
