@@ -27,7 +27,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check keelson tests $(wildcard bench)
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy --strict keelson/raft keelson/wal keelson/mvcc keelson/backend keelson/lease keelson/auth
+	$(VENV)/bin/mypy --strict keelson/raft keelson/wal keelson/mvcc keelson/backend keelson/lease keelson/auth keelson/http2
 
 importcheck: $(STAMP)
 	$(VENV)/bin/lint-imports
