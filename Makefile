@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck importcheck proto deps-system clean bench bench-quick
+.PHONY: run test lint typecheck importcheck proto deps-system clean bench bench-quick torture
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ proto: $(STAMP)
 
 test: $(STAMP) deps-system lint typecheck importcheck
 	$(PY) -m pytest -q tests
+
+# The fault torture suite's short schedule (about 3.5 minutes): real members, faults, checkers.
+# Longer: $(PY) -m tests.torture --time 600 --seed S [--nodes 5]; see tests/torture/README.md.
+torture: $(STAMP)
+	$(PY) -m pytest -q -m torture tests/torture
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .hypothesis

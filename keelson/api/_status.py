@@ -8,7 +8,7 @@ traceback on the wire; the member keeps serving. Cancellation propagates untouch
 
 The identity hook: etcd clients send the auth token as the ``token`` metadata key;
 :func:`token_of` returns it (or None) and handlers pass it to the server as
-``token=...`` only when present, so the server decides what an identity means.
+``identity=...`` only when present, so the server decides what an identity means.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def token_of(context: grpc.aio.ServicerContext) -> str | None:
 def identity_kwargs(context: grpc.aio.ServicerContext) -> dict[str, Any]:
     """Keyword arguments carrying the caller's identity to the server (empty when none)."""
     token = token_of(context)
-    return {} if token is None else {"token": token}
+    return {} if token is None else {"identity": token}
 
 
 async def abort_with(context: grpc.aio.ServicerContext, err: EtcdError) -> None:

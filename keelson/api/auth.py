@@ -1,12 +1,17 @@
-"""The Auth service, as a member without an auth store answers it.
+"""The Auth service: etcd's user, role and authentication calls, passed to the member.
 
-Authentication is not built yet (a later issue). Until the server provides an auth
-method, this servicer answers as etcd 3.4 does with auth disabled and no users:
-``Authenticate`` fails with ``etcdserver: authentication is not enabled``,
-``AuthEnable`` fails with ``etcdserver: root user does not exist`` and ``AuthDisable``
-succeeds. User and role management answers UNIMPLEMENTED. When the server object gains a
-method named ``auth_<snake_case_method>`` (e.g. ``auth_user_add``), the call is passed to
-it instead, with the caller's token as ``token=`` when one was sent.
+Theory of operation. A member's auth logic is its ``auth`` attribute
+(:class:`keelson.server.auth.MemberAuth`); each RPC ``FooBar`` is passed to its method
+``foo_bar`` (``AuthEnable`` -> ``auth_enable``, ``UserAdd`` -> ``user_add``) with the
+caller's token as ``identity=`` when one was sent in the ``token`` metadata, and errors
+become etcd's status and message through :func:`~keelson.api._status.unary`.
+``Authenticate`` gets the client's address instead of a token (it is what the password
+back-off counts failures against). Nothing here looks at passwords or tokens.
+
+A server object without ``auth`` (the test fakes) is answered as etcd 3.4 answers with
+auth disabled and no users: ``Authenticate`` fails with ``etcdserver: authentication is
+not enabled``, ``AuthEnable`` with ``etcdserver: root user does not exist``,
+``AuthDisable`` succeeds, and the rest is UNIMPLEMENTED.
 """
 
 from __future__ import annotations
@@ -27,16 +32,37 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
+def peer_host(peer: str | None) -> str | None:
+    """The client's address without the port, from gRPC's ``context.peer()``
+    (``ipv4:127.0.0.1:5000`` -> ``127.0.0.1``, ``ipv6:[::1]:5000`` -> ``[::1]``); the port
+    changes with every connection, so failures are counted per host."""
+    if not peer:
+        return None
+    kind, _, address = peer.partition(":")
+    if kind in ("ipv4", "ipv6") and address:
+        host, sep, port = address.rpartition(":")
+        if sep and port.isdigit():
+            return host
+        return address
+    return peer
+
+
 class AuthServicer(pbg.AuthServicer):
     def __init__(self, server: Any) -> None:
         self._server = server
 
     async def _dispatch(self, method: str, request: Any, context: Any) -> Any:
-        attr = "auth_" + _snake(method).removeprefix("auth_")
-        target = getattr(self._server, attr, None)
-        if target is not None:
-            kw = identity_kwargs(context)
-            return await unary(method, context, lambda: target(request, **kw))
+        auth = getattr(self._server, "auth", None)
+        if auth is None:
+            return await self._without_auth(method, context)
+        if method == "Authenticate":
+            peer = peer_host(context.peer())
+            return await unary(method, context, lambda: auth.authenticate(request, peer=peer))
+        target = getattr(auth, _snake(method))
+        kw = identity_kwargs(context)
+        return await unary(method, context, lambda: target(request, **kw))
+
+    async def _without_auth(self, method: str, context: Any) -> Any:
         if method == "Authenticate":
             await abort_with(context, errors.AUTH_NOT_ENABLED)
         if method == "AuthEnable":

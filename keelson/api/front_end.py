@@ -4,7 +4,8 @@
 max_request_bytes) -> object with start() / stop(grace)``; :func:`front_end_factory` makes
 one that serves etcd's gRPC API on the client addresses and, when ``--listen-metrics-urls``
 is set, ``/health``, ``/version`` and ``/metrics`` on those addresses. Both start and stop
-together.
+together. ``--grpc-server`` picks the gRPC implementation: ``grpcio`` (grpc.aio) or
+``native`` (``keelson.api.native``, on keelson's own HTTP/2); both serve the same servicers.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from typing import Any
 
 from keelson.api.grpc_server import DEFAULT_MAX_REQUEST_BYTES, build_grpc_server
 from keelson.api.http import HttpEndpoints
+from keelson.api.native import build_native_server
+
+GRPC_SERVERS = ("grpcio", "native")
 
 
 class FrontEnd:
@@ -35,21 +39,29 @@ class FrontEnd:
 
 
 def front_end_factory(
-    metrics_addresses: Sequence[tuple[str, int]], request_timeout: float
+    metrics_addresses: Sequence[tuple[str, int]],
+    request_timeout: float,
+    grpc_server: str = "grpcio",
 ) -> Callable[..., FrontEnd]:
-    """The ``client_server`` factory ``keelson serve`` hands to the member."""
+    """The ``client_server`` factory ``keelson serve`` hands to the member.
+
+    ``grpc_server``: ``"grpcio"`` or ``"native"`` (ValueError otherwise).
+    """
+    if grpc_server not in GRPC_SERVERS:
+        raise ValueError(f"unknown gRPC server {grpc_server!r} (want grpcio or native)")
+    build_grpc = build_native_server if grpc_server == "native" else build_grpc_server
 
     def build(
         server: Any,
         listen_addresses: Sequence[str],
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     ) -> FrontEnd:
-        grpc_server = build_grpc_server(server, listen_addresses, max_request_bytes)
+        grpc = build_grpc(server, listen_addresses, max_request_bytes)
         http = (
             HttpEndpoints(server, metrics_addresses, request_timeout)
             if metrics_addresses
             else None
         )
-        return FrontEnd(grpc_server, http)
+        return FrontEnd(grpc, http)
 
     return build

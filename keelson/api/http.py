@@ -32,6 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 import h11
 
 from keelson.api.metrics import MetricsExporter
+from keelson.proto import errors
 from keelson.proto.etcdserverpb import rpc_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -166,8 +167,8 @@ class HttpEndpoints:
             serializable=query.get("serializable", [""])[0] == "true",
         )
         self.metrics.count_health(healthy)
-        body = json.dumps({"health": "true" if healthy else "false"}, separators=(",", ":"))
-        return (200 if healthy else 503), body.encode(), "text/plain; charset=utf-8"
+        answer = json.dumps({"health": "true" if healthy else "false"}, separators=(",", ":"))
+        return (200 if healthy else 503), answer.encode(), "text/plain; charset=utf-8"
 
     async def check_health(self, excluded: set[str], serializable: bool) -> bool:
         """etcd's health rule: no alarm outside ``excluded``, a known leader (unless
@@ -194,6 +195,8 @@ class HttpEndpoints:
                 self._timeout,
             )
         except Exception as exc:
+            if exc in (errors.USER_EMPTY, errors.PERMISSION_DENIED):
+                return True  # etcd: with auth on, a refused read still shows the member serves
             log.warning("/health false: range failed: %s", exc or type(exc).__name__)
             return False
         return True

@@ -42,9 +42,13 @@ class LeaseServicer(pbg.LeaseServicer):
     async def LeaseTimeToLive(
         self, request: pb.LeaseTimeToLiveRequest, context: grpc.aio.ServicerContext
     ) -> Any:
+        kw = identity_kwargs(context)
+
         async def call() -> pb.LeaseTimeToLiveResponse:
             try:
-                resp: pb.LeaseTimeToLiveResponse = await self._server.lease_time_to_live(request)
+                resp: pb.LeaseTimeToLiveResponse = await self._server.lease_time_to_live(
+                    request, **kw
+                )
                 return resp
             except EtcdError as err:
                 if err != errors.LEASE_NOT_FOUND:
@@ -58,17 +62,19 @@ class LeaseServicer(pbg.LeaseServicer):
     async def LeaseLeases(
         self, request: pb.LeaseLeasesRequest, context: grpc.aio.ServicerContext
     ) -> Any:
-        return await unary("LeaseLeases", context, lambda: self._server.lease_leases(request))
+        kw = identity_kwargs(context)
+        return await unary("LeaseLeases", context, lambda: self._server.lease_leases(request, **kw))
 
     async def LeaseKeepAlive(
         self,
         request_iterator: AsyncIterator[pb.LeaseKeepAliveRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.LeaseKeepAliveResponse]:
+        kw = identity_kwargs(context)
         async for req in request_iterator:
             header = self._server.header()
             try:
-                ttl = await self._server.lease_renew(req.ID)
+                ttl = await self._server.lease_renew(req.ID, **kw)
             except EtcdError as err:
                 if err != errors.LEASE_NOT_FOUND:
                     await abort_with(context, err)

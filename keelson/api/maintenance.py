@@ -1,6 +1,7 @@
 """The Maintenance service, including the Snapshot stream.
 
-Snapshot: the server yields the bytes of one consistent backend snapshot in chunks; each
+Snapshot: the server yields the bytes of one consistent backend snapshot (a bbolt file, the
+format etcd's snapshots have and etcdctl's ``snapshot status/restore`` read) in chunks; each
 chunk is sent as a SnapshotResponse whose ``remaining_bytes`` counts what is still to
 come after it (the last data chunk says 0), then one final message carries the SHA-256
 of all the data (32 bytes), which etcdctl checks, as etcd 3.4 does. etcdctl
@@ -57,8 +58,9 @@ class MaintenanceServicer(pbg.MaintenanceServicer):
     async def Snapshot(
         self, request: pb.SnapshotRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.SnapshotResponse]:
+        kw = identity_kwargs(context)
         try:
-            chunks = [c async for c in self._server.snapshot()]
+            chunks = [c async for c in self._server.snapshot(**kw)]
         except EtcdError as err:
             await abort_with(context, err)
             return

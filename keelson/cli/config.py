@@ -20,9 +20,15 @@ URL uses ``127.0.0.1`` rather than ``localhost``.
 
 Every refusal is a :class:`ConfigError` whose message is one line naming the flag, ready to be
 printed after ``keelson: ``. Transport security (certificate flags, ``https://`` URLs) is
-refused as not supported yet. :func:`parse_serve_args` is pure: it reads only the arguments,
-the mapping of environment variables it is given and the config file; what etcd would log
-while reading its configuration is returned through ``notices`` for the caller to log.
+refused as not supported yet. :func:`parse_serve_args` reads only the arguments, the mapping
+of environment variables it is given, the config file and whether the WAL dir holds a
+segment; what etcd would log while reading its configuration is returned through
+``notices`` for the caller to log.
+
+Once the member is bootstrapped (its WAL exists), etcd ignores ``--initial-cluster`` and
+``--initial-cluster-state``: the data dir wins. So the bootstrap checks on those flags (local
+name present, advertised peer URLs matching) run only while the WAL dir is empty, and a
+notice says they are ignored otherwise; their syntax is still checked.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from keelson.auth.tokens import AuthOptionsError, parse_token_options
 from keelson.cli.identity import compute_cluster_id, compute_member_id
 
 __all__ = [
@@ -57,6 +64,7 @@ MAX_ELECTION_TIMEOUT_MS = 50000
 LOG_LEVELS = ("debug", "info", "warn", "error", "panic", "fatal")
 CLUSTER_STATES = ("new", "existing")
 COMPACTION_MODES = ("periodic", "revision")
+GRPC_SERVERS = ("grpcio", "native")
 
 
 class ConfigError(Exception):
@@ -76,7 +84,7 @@ def _one_line(text: str) -> str:
     )
 
 
-Kind = Literal["string", "urls", "uint", "int", "bool"]
+Kind = Literal["string", "urls", "uint", "int", "bool", "duration"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +125,11 @@ FLAGS: tuple[Flag, ...] = (
         "List of URLs to listen on for the /metrics and /health endpoints.",
     ),
     Flag(
+        "grpc-server", "string", "grpcio",
+        "The client-facing gRPC implementation: grpcio, or native (keelson's own HTTP/2).",
+        choices=GRPC_SERVERS,
+    ),
+    Flag(
         "initial-advertise-peer-urls", "urls", _P,
         "List of this member's peer URLs to advertise to the rest of the cluster.",
     ),
@@ -144,6 +157,15 @@ FLAGS: tuple[Flag, ...] = (
         "Number of committed transactions to trigger a snapshot to disk.",
     ),
     Flag(
+        "experimental-snapshot-catchup-entries", "uint", "5000",
+        "Number of entries for a slow follower to catch up after compacting the raft "
+        "storage entries.",
+    ),
+    Flag(
+        "experimental-watch-progress-notify-interval", "duration", "10m",
+        "Duration of periodical watch progress notification.",
+    ),
+    Flag(
         "quota-backend-bytes", "int", "0",
         "Raise alarms when backend size exceeds the given quota (0 defaults to 2 GiB).",
     ),
@@ -154,6 +176,16 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         "max-txn-ops", "uint", "128",
         "Maximum number of operations permitted in a transaction.",
+    ),
+    Flag(
+        "auth-token", "string", "simple",
+        "Specify auth token specific options ('simple' or "
+        "'jwt,pub-key=...,priv-key=...,sign-method=...,ttl=...').",
+    ),
+    Flag("auth-token-ttl", "uint", "300", "The lifetime in seconds of the auth token."),
+    Flag(
+        "bcrypt-cost", "uint", "10",
+        "Specify bcrypt algorithm cost factor for auth password hashing.",
     ),
     Flag(
         "auto-compaction-mode", "string", "periodic",
@@ -223,6 +255,7 @@ class ServeConfig:
     listen_peer_urls: tuple[str, ...] = (_P,)
     listen_client_urls: tuple[str, ...] = (_C,)
     listen_metrics_urls: tuple[str, ...] = ()
+    grpc_server: str = "grpcio"
     initial_advertise_peer_urls: tuple[str, ...] = (_P,)
     advertise_client_urls: tuple[str, ...] = (_C,)
     initial_cluster: str = f"{DEFAULT_NAME}={_P}"
@@ -231,9 +264,14 @@ class ServeConfig:
     heartbeat_interval: int = 100
     election_timeout: int = 1000
     snapshot_count: int = 100000
+    experimental_snapshot_catchup_entries: int = 5000
+    experimental_watch_progress_notify_interval: str = "10m"  # a Go duration, as given
     quota_backend_bytes: int = 0
     max_request_bytes: int = 1572864
     max_txn_ops: int = 128
+    auth_token: str = "simple"
+    auth_token_ttl: int = 300
+    bcrypt_cost: int = 10
     auto_compaction_mode: str = "periodic"
     auto_compaction_retention: str = "0"
     log_level: str = "info"
@@ -265,6 +303,18 @@ class ServeConfig:
     @property
     def snap_dir(self) -> Path:
         return self.member_dir / "snap"
+
+    @property
+    def watch_progress_notify_interval_s(self) -> float:
+        """``--experimental-watch-progress-notify-interval`` in seconds (the server applies
+        etcd's rules: not positive means the 10 minute default, below 100 ms means 100 ms)."""
+        return parse_go_duration(self.experimental_watch_progress_notify_interval)
+
+    def is_bootstrapped(self) -> bool:
+        """True when the WAL dir holds a segment: the member restarts from its data dir and,
+        as in etcd, ``--initial-cluster`` and ``--initial-cluster-state`` are ignored."""
+        path = self.wal_dir_path
+        return path.is_dir() and any(path.glob("*.wal"))
 
     def initial_cluster_members(self) -> dict[str, list[str]]:
         """The bootstrap members: name -> sorted peer URLs, names in sorted order."""
@@ -363,7 +413,17 @@ def parse_serve_args(
             raise ConfigError(
                 "--advertise-client-urls is required when --listen-client-urls is set explicitly"
             )
-    return _build(values)
+    config = _build(values)
+    if config.is_bootstrapped():
+        log.append(
+            Notice(
+                "info",
+                f"the server is already initialized (WAL in {str(config.wal_dir_path)!r}): "
+                "--initial-cluster, --initial-cluster-state and --initial-cluster-token "
+                "are ignored",
+            )
+        )
+    return config
 
 
 def usage() -> str:
@@ -500,6 +560,12 @@ def _yaml_scalar(flag: Flag, key: str, item: object) -> str:
         if isinstance(item, bool):
             return "true" if item else "false"
         raise ConfigError(f"--config-file: {_q(key)} must be true or false, not {_q(item)}")
+    if flag.kind == "duration":  # etcd's YAML holds a time.Duration as integer nanoseconds
+        if isinstance(item, int) and not isinstance(item, bool):
+            return f"{item}ns"
+        raise ConfigError(
+            f"--config-file: {_q(key)} must be an integer (nanoseconds), not {_q(item)}"
+        )
     if isinstance(item, bool):
         raise ConfigError(f"--config-file: {_q(key)} must be a string, not {_q(item)}")
     if isinstance(item, str | int):
@@ -546,6 +612,12 @@ def _convert(flag: Flag, raw: str, source: str) -> Value:
         value = int(raw)
     elif flag.kind == "urls":
         value = _parse_urls(flag, raw, bad) if raw or flag.default else ()
+    elif flag.kind == "duration":  # Go's time.ParseDuration; kept as given
+        try:
+            parse_go_duration(raw)
+        except ValueError:
+            raise bad("parse error") from None
+        value = raw
     else:
         if flag.choices and raw not in flag.choices:
             raise bad("valid values are " + " or ".join(_q(c) for c in flag.choices))
@@ -723,6 +795,7 @@ def _build(values: Mapping[str, Value]) -> ServeConfig:
         listen_peer_urls=urls("listen-peer-urls"),
         listen_client_urls=urls("listen-client-urls"),
         listen_metrics_urls=urls("listen-metrics-urls"),
+        grpc_server=text("grpc-server"),
         initial_advertise_peer_urls=advertise_peer,
         advertise_client_urls=urls("advertise-client-urls"),
         initial_cluster=_format_cluster(members),
@@ -731,9 +804,16 @@ def _build(values: Mapping[str, Value]) -> ServeConfig:
         heartbeat_interval=number("heartbeat-interval"),
         election_timeout=number("election-timeout"),
         snapshot_count=number("snapshot-count"),
+        experimental_snapshot_catchup_entries=number("experimental-snapshot-catchup-entries"),
+        experimental_watch_progress_notify_interval=text(
+            "experimental-watch-progress-notify-interval"
+        ),
         quota_backend_bytes=number("quota-backend-bytes"),
         max_request_bytes=number("max-request-bytes"),
         max_txn_ops=number("max-txn-ops"),
+        auth_token=text("auth-token"),
+        auth_token_ttl=number("auth-token-ttl"),
+        bcrypt_cost=number("bcrypt-cost"),
         auto_compaction_mode=text("auto-compaction-mode"),
         auto_compaction_retention=text("auto-compaction-retention"),
         log_level=text("log-level"),
@@ -769,7 +849,19 @@ def _validate(config: ServeConfig, members: Mapping[str, list[str]]) -> None:
             f"(want one of {', '.join(LOG_LEVELS)})"
         )
     _validate_compaction(config.auto_compaction_mode, config.auto_compaction_retention)
-    _validate_bootstrap(config, members)
+    _validate_auth_token(config.auth_token)
+    if not config.is_bootstrapped():
+        _validate_bootstrap(config, members)
+
+
+def _validate_auth_token(spec: str) -> None:
+    """``--auth-token``: its type and option syntax (key files are read at start)."""
+    try:
+        kind, _ = parse_token_options(spec)
+    except AuthOptionsError as e:
+        raise ConfigError(str(e)) from None
+    if kind not in ("simple", "jwt"):
+        raise ConfigError(f"--auth-token: unknown token type {_q(kind)} (want simple or jwt)")
 
 
 def _validate_compaction(mode: str, retention: str) -> None:

@@ -98,15 +98,19 @@ def _serve(args: list[str]) -> int:
 
     # Imported here so that --version and --help stay fast and work without grpc.
     from keelson.api.front_end import front_end_factory
-    from keelson.server.member import serve
+    from keelson.server.member import StartError, serve
 
     # etcd's request timeout: 5 s plus two election timeouts
     request_timeout = 5.0 + 2 * config.election_timeout / 1000
-    front_end = front_end_factory(config.metrics_listen_addresses(), request_timeout)
+    front_end = front_end_factory(
+        config.metrics_listen_addresses(), request_timeout, grpc_server=config.grpc_server
+    )
     try:
         serve(config, client_server=front_end)
     except KeyboardInterrupt:
         return 130
+    except StartError as exc:  # cannot join the cluster: one line, as etcd's fatal log
+        return _fail(str(exc), 1)
     return 0
 
 

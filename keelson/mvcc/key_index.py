@@ -161,13 +161,26 @@ class KeyIndex:
 
 
 class TreeIndex:
-    """All keys' KeyIndex, with the keys kept in sorted order."""
+    """All keys' KeyIndex, with the keys kept in sorted order.
 
-    __slots__ = ("_keys", "_index")
+    Restoring (``restore_put``/``restore_tombstone``, fed in revision order, i.e. keys in
+    any order) appends new keys unsorted and sorts once, lazily, before the next use of the
+    order (``_sorted_keys``): one O(n log n) sort instead of an O(n) list insert per key,
+    which made restarting a member holding 100,000 keys quadratic.
+    """
+
+    __slots__ = ("_keys", "_index", "_unsorted")
 
     def __init__(self) -> None:
         self._keys: list[bytes] = []
         self._index: dict[bytes, KeyIndex] = {}
+        self._unsorted = False
+
+    def _sorted_keys(self) -> list[bytes]:
+        if self._unsorted:
+            self._keys.sort()
+            self._unsorted = False
+        return self._keys
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -180,7 +193,7 @@ class TreeIndex:
         if ki is None:
             ki = KeyIndex(key)
             self._index[key] = ki
-            keys = self._keys
+            keys = self._sorted_keys()
             if not keys or keys[-1] < key:
                 keys.append(key)
             else:
@@ -190,13 +203,24 @@ class TreeIndex:
     def put(self, key: bytes, rev: Revision, lease: int) -> None:
         self._get_or_create(key).put(rev, lease)
 
+    def _restored(self, key: bytes) -> KeyIndex:
+        ki = self._index.get(key)
+        if ki is None:
+            ki = KeyIndex(key)
+            self._index[key] = ki
+            keys = self._keys
+            if keys and not self._unsorted and keys[-1] >= key:
+                self._unsorted = True
+            keys.append(key)
+        return ki
+
     def restore_put(
         self, key: bytes, rev: Revision, created: int, version: int, lease: int
     ) -> None:
-        self._get_or_create(key).restore_put(rev, created, version, lease)
+        self._restored(key).restore_put(rev, created, version, lease)
 
     def restore_tombstone(self, key: bytes, rev: Revision) -> None:
-        self._get_or_create(key).restore_tombstone(rev)
+        self._restored(key).restore_tombstone(rev)
 
     def tombstone(self, key: bytes, rev: Revision) -> bool:
         ki = self._index.get(key)
@@ -214,7 +238,7 @@ class TreeIndex:
             if ki is not None:
                 yield ki
             return
-        keys = self._keys
+        keys = self._sorted_keys()
         lo = bisect.bisect_left(keys, key)
         hi = len(keys) if end == b"" else bisect.bisect_left(keys, end, lo)
         index = self._index
@@ -249,7 +273,7 @@ class TreeIndex:
             if ki.is_empty():
                 emptied = True
         if emptied:
-            self._keys = [k for k in self._keys if not self._index[k].is_empty()]
+            self._keys = [k for k in self._sorted_keys() if not self._index[k].is_empty()]
             self._index = {k: self._index[k] for k in self._keys}
         return available
 
@@ -260,7 +284,7 @@ class TreeIndex:
         return available
 
     def check(self) -> None:
-        if self._keys != sorted(self._index):
+        if self._sorted_keys() != sorted(self._index):
             raise AssertionError("tree index: key list out of sync with the index")
         for ki in self._index.values():
             ki.check()

@@ -12,6 +12,7 @@ Messages are only released after their Ready's entries and hard state are handed
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from keelson.raft.config import Config
@@ -101,6 +102,18 @@ class RawNode:
                 MessageType.PROP,
                 frm=self._raft.id,
                 entries=(Entry(0, 0, EntryType.NORMAL, bytes(data)),),
+            )
+        )
+
+    def propose_many(self, datas: Sequence[bytes]) -> None:
+        """Propose several normal entries in one MsgProp, in order: raft appends them (and
+        sends them to followers, or forwards them to the leader) as one batch. All or none
+        are accepted; raises ProposalDropped when they cannot be accepted now."""
+        self._raft.step(
+            Message(
+                MessageType.PROP,
+                frm=self._raft.id,
+                entries=tuple(Entry(0, 0, EntryType.NORMAL, bytes(d)) for d in datas),
             )
         )
 

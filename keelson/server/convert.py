@@ -125,15 +125,22 @@ def delete_to_pb(r: mvcc.DeleteRangeResponse, header: pb.ResponseHeader) -> pb.D
 
 
 def txn_to_pb(r: mvcc.TxnResponse, header: pb.ResponseHeader) -> pb.TxnResponse:
+    """``header`` goes on the outer response only, as in etcd 3.4: a range, put or delete
+    inside the txn carries a header with just the revision it saw or wrote (a range before
+    the txn's first write sees the revision before the txn), and a nested txn carries an
+    empty header (present, all fields zero)."""
     out = pb.TxnResponse(header=header, succeeded=r.succeeded)
     for sub in r.responses:
         op = out.responses.add()
+        at = pb.ResponseHeader(revision=sub.revision)
         if isinstance(sub, mvcc.RangeResponse):
-            op.response_range.CopyFrom(range_to_pb(sub, header))
+            op.response_range.CopyFrom(range_to_pb(sub, at))
         elif isinstance(sub, mvcc.PutResponse):
-            op.response_put.CopyFrom(put_to_pb(sub, header))
+            op.response_put.CopyFrom(put_to_pb(sub, at))
         elif isinstance(sub, mvcc.DeleteRangeResponse):
-            op.response_delete_range.CopyFrom(delete_to_pb(sub, header))
+            op.response_delete_range.CopyFrom(delete_to_pb(sub, at))
         else:
-            op.response_txn.CopyFrom(txn_to_pb(sub, header))
+            empty = pb.ResponseHeader()
+            op.response_txn.CopyFrom(txn_to_pb(sub, empty))
+            op.response_txn.header.SetInParent()
     return out

@@ -7,7 +7,9 @@ loop keeps accepting proposals: every proposal made meanwhile joins the next Rea
 the group commit), appends them to the storage, hands messages to the transport (only after
 they are durable), applies the committed entries in one backend write transaction per Ready
 (the consistent index is written in the same transaction), wakes the waiters of the applied
-requests by request id, and calls ``advance``.
+requests by request id, and calls ``advance``. Proposals are handed to raft once per event
+loop turn, all of that turn's requests in one MsgProp (``_flush_proposals``), so raft sends
+one append per follower for them rather than one per request.
 
 Durability: a write is acknowledged only after its entry is committed, durable in the WAL of
 a quorum and applied to the backend. Replay after a crash is idempotent: entries at or below
@@ -34,7 +36,9 @@ from pathlib import Path
 from typing import Any, cast
 
 from keelson import mvcc
+from keelson.auth import AuthStore
 from keelson.backend import Backend
+from keelson.backend.bolt_image import write_bolt_image
 from keelson.lease import LEASE_BUCKET, MAX_LEASE_TTL, Lessor, NotPrimary, min_lease_ttl
 from keelson.mvcc import apply as mvcc_apply
 from keelson.proto import errors
@@ -56,11 +60,17 @@ from keelson.raft import (
     Snapshot,
     StateType,
 )
-from keelson.server import convert
+from keelson.server import convert, reconfig
+from keelson.server.auth import PEER_CHECKED, MemberAuth
 from keelson.server.compactor import Compactor, parse_retention
 from keelson.server.membership import MEMBERS_BUCKET, MemberTable, decode_context, encode_context
 from keelson.server.snapshot import backend_image, install_image
-from keelson.server.watch import WatchHub, WatchStream
+from keelson.server.watch import (
+    WATCH_RESPONSE_OVERHEAD_BYTES,
+    WatchHub,
+    WatchStream,
+    progress_notify_interval,
+)
 from keelson.wal import WAL, Snapshotter
 
 log = logging.getLogger(__name__)
@@ -69,6 +79,8 @@ ALARM_BUCKET = b"alarm"
 DEFAULT_QUOTA_BYTES = 2 * 1024 * 1024 * 1024
 NOSPACE: Any = pb.AlarmType.Value("NOSPACE")
 SERVER_VERSION = "3.4.0"
+PROPOSAL_BATCH_BYTES = 1024 * 1024
+"""Most bytes of requests proposed to raft in one MsgProp (raft's max_size_per_msg)."""
 """The version reported by Status: keelson speaks etcd 3.4's API."""
 
 
@@ -94,6 +106,10 @@ class MemberConfig:
     quota_backend_bytes: int = 0
     max_request_bytes: int = 1572864
     max_txn_ops: int = 128
+    auth_token: str = "simple"  # --auth-token
+    auth_token_ttl: int = 300  # --auth-token-ttl, seconds
+    bcrypt_cost: int = 10  # --bcrypt-cost
+    watch_progress_notify_interval_s: float = 600.0  # <= 0: etcd's 10 minutes
     request_timeout_s: float = 7.0
     fsync: bool = True
 
@@ -125,9 +141,14 @@ class EtcdServer:
         os.makedirs(member_dir / "snap", exist_ok=True)
         parse_retention(cfg.auto_compaction_mode, cfg.auto_compaction_retention)  # validate
         self._open_state()
+        self.auth = MemberAuth.for_member(self, self.backend)
         self._revoking: set[int] = set()
         self.storage = MemoryStorage()
-        self.watches = WatchHub(self.kv, self.header)
+        self.watches = WatchHub(
+            self.kv, self.header,
+            progress_interval=progress_notify_interval(cfg.watch_progress_notify_interval_s),
+            max_response_bytes=cfg.max_request_bytes + WATCH_RESPONSE_OVERHEAD_BYTES,
+        )
         self.snapshotter = Snapshotter(member_dir / "snap")
         self._snap_index = 0
         self._conf_state = ConfState()
@@ -145,6 +166,8 @@ class EtcdServer:
         self._tasks: list[asyncio.Task[None]] = []
         self._bg: set[asyncio.Task[None]] = set()
         self._read_batch: asyncio.Future[int] | None = None
+        self._proposals: list[tuple[bytes, asyncio.Future[Any]]] = []
+        """Proposals made in this loop turn, handed to raft together by _flush_proposals."""
         self._stopped = False
         wal_exists = self._wal_dir.exists() and any(self._wal_dir.glob("*.wal"))
         ticks_per_election = max(2, cfg.election_timeout_ms // max(1, cfg.heartbeat_interval_ms))
@@ -186,11 +209,7 @@ class EtcdServer:
                         ID=mid,
                         name=cfg.peer_names.get(mid, ""),
                         peerURLs=list(cfg.peers[mid]),
-                        clientURLs=list(cfg.client_urls) if mid == cfg.member_id else [],
                     ))
-        me = self.members.members.get(cfg.member_id)
-        if me is not None and list(me.clientURLs) != list(cfg.client_urls):
-            me.clientURLs[:] = list(cfg.client_urls)
         self.on_members_changed: Callable[[list[pb.Member], list[int]], None] | None = None
 
     def _open_state(self) -> None:
@@ -198,7 +217,10 @@ class EtcdServer:
         cfg = self.cfg
         self.backend = Backend(
             str(self._db_dir),
-            buckets=(*mvcc.KVStore.BUCKETS, MEMBERS_BUCKET, LEASE_BUCKET, ALARM_BUCKET),
+            buckets=(
+                *mvcc.KVStore.BUCKETS, MEMBERS_BUCKET, LEASE_BUCKET, ALARM_BUCKET,
+                *AuthStore.BUCKETS,
+            ),
             sync=cfg.fsync,
         )
         election_ticks = max(2, cfg.election_timeout_ms // max(1, cfg.heartbeat_interval_ms))
@@ -229,6 +251,7 @@ class EtcdServer:
         self.backend.close()
         install_image(self._db_dir, snap.data)
         self._open_state()
+        self.auth.recover(self.backend)
         if self.state_is_leader_hint():
             self.leases.promote(time.monotonic())
         self.members = MemberTable(self.backend)
@@ -353,9 +376,24 @@ class EtcdServer:
                         asyncio.create_task(self._revoke_expired(lid))
 
     async def _revoke_expired(self, lease_id: int) -> None:
+        """Revoke a lease this leader saw expire, once a ReadIndex round confirmed it still
+        leads. A leader that was stopped (SIGSTOP, a long fsync, a starved CPU) resumes
+        believing it leads, with deadlines that ignore the keep-alives its successor took;
+        without the check its revoke, flushed after it stepped down, is forwarded to and
+        committed by the new leader (etcd-io/etcd#15247, fixed the same way in #16822).
+        The deadline is read again after the round: a renewal or a re-promotion moved it."""
         try:
+            await self._linearizable_barrier()
+            if (
+                self._state != StateType.LEADER
+                or not self.leases.lease_exists(lease_id)
+                or self.leases.expiry(lease_id) > time.monotonic()
+            ):
+                return
             await self._propose(
-                ipb.InternalRaftRequest(lease_revoke=pb.LeaseRevokeRequest(ID=lease_id))
+                self.auth.as_root(
+                    ipb.InternalRaftRequest(lease_revoke=pb.LeaseRevokeRequest(ID=lease_id))
+                )
             )
         except errors.EtcdError as exc:
             log.debug("revoking expired lease %x: %s", lease_id, exc)
@@ -441,7 +479,7 @@ class EtcdServer:
                     fresh = e.index > self._consistent_index
                     results.append(self._apply_conf_change(btx if fresh else None, e.data))
                 elif e.index > self._consistent_index and e.data:
-                    results.append(self._apply_request(btx, e.data))
+                    results.append(self._apply_request(btx, e.data, e.index))
                 if e.index > self._consistent_index:
                     btx.set_consistent_index(e.index, e.term)
                     self._consistent_index = e.index
@@ -486,6 +524,9 @@ class EtcdServer:
                 member = existing
             elif cc.type == ConfChangeType.UPDATE_NODE and existing is not None:
                 existing.peerURLs[:] = list(member.peerURLs)
+                if member.name:  # a publish (see ``publish``) also sets name and client URLs
+                    existing.name = member.name
+                    existing.clientURLs[:] = list(member.clientURLs)
                 member = existing
             else:
                 member.isLearner = cc.type == ConfChangeType.ADD_LEARNER_NODE
@@ -498,7 +539,7 @@ class EtcdServer:
                 log.exception("updating peers after conf change")
         return rid, self.members.sorted()
 
-    def _apply_request(self, btx: Any, data: bytes) -> tuple[int, Any]:
+    def _apply_request(self, btx: Any, data: bytes, index: int = 0) -> tuple[int, Any]:
         req = ipb.InternalRaftRequest()
         try:
             req.ParseFromString(data)
@@ -508,6 +549,9 @@ class EtcdServer:
         rid = req.header.ID or req.ID
         try:
             which = req.WhichOneof("request") if _has_oneof(req) else _first_set(req)
+            self.auth.check_apply(req, which)
+            if which is not None and self.auth.handles(which):
+                return rid, self.auth.apply(btx, req, which, index)
             if which == "put":
                 if self._alarm_nospace:
                     raise errors.NO_SPACE
@@ -521,6 +565,8 @@ class EtcdServer:
                 return rid, self.kv.txn(btx, txn)
             if which == "alarm":
                 return rid, self._apply_alarm(btx, req.alarm)
+            if which == "member_attr_set":
+                return rid, self._apply_member_attrs(btx, req.member_attr_set)
             if which == "txn":
                 return rid, self.kv.txn(btx, convert.txn_from_pb(req.txn))
             if which == "lease_grant":
@@ -553,6 +599,18 @@ class EtcdServer:
         except ValueError as exc:
             log.warning("request %d rejected at apply: %s", rid, exc)
             return rid, errors.EtcdError(errors.Code.INVALID_ARGUMENT, str(exc))
+
+    def _apply_member_attrs(self, btx: Any, attrs: pb.Member) -> None:
+        """Record a started member's name and client URLs (published by that member); an
+        entry for a member removed meanwhile changes nothing."""
+        m = self.members.members.get(attrs.ID)
+        if m is None:
+            return
+        m.name = attrs.name
+        m.clientURLs[:] = list(attrs.clientURLs)
+        self.members.put(btx, m)
+        if self.on_members_changed is not None:
+            self.on_members_changed(self.members.sorted(), [])
 
     @property
     def _alarm_nospace(self) -> bool:
@@ -596,15 +654,33 @@ class EtcdServer:
             raise errors.NO_SPACE
 
     async def alarm(self, req: pb.AlarmRequest, identity: Any = None) -> pb.AlarmResponse:
+        """etcd answers every alarm action from its apply loop, so a GET sees every alarm
+        committed before it (here: a ReadIndex barrier) and no response carries a header."""
+        await self.auth.check_alarm(identity, req)
         if req.action == pb.AlarmRequest.GET:
+            await self._linearizable_barrier()
             alarms = [
                 pb.AlarmMember(memberID=m, alarm=cast(Any, a))
                 for m, a in sorted(self._alarms)
                 if req.alarm == 0 or a == req.alarm
             ]
-            return pb.AlarmResponse(header=self.header(), alarms=alarms)
+            return pb.AlarmResponse(alarms=alarms)
         r = _ok(await self._propose(ipb.InternalRaftRequest(alarm=req)))
-        return pb.AlarmResponse(header=self.header(), alarms=r)
+        return pb.AlarmResponse(alarms=r)
+
+    async def wait_applied(self, index: int) -> None:
+        """Return once this member has applied ``index`` (no timeout: the caller's)."""
+        if self._applied >= index:
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (index, done)
+        self._applied_waiters.append(entry)
+        try:
+            await done
+        finally:
+            if not done.done() or done.cancelled():  # the caller gave up: forget the waiter
+                with contextlib.suppress(ValueError):
+                    self._applied_waiters.remove(entry)
 
     def _notify_applied(self) -> None:
         keep = []
@@ -623,10 +699,13 @@ class EtcdServer:
         me = self.members.members.get(self.cfg.member_id)
         return me is not None and me.isLearner
 
-    async def _propose(self, req: ipb.InternalRaftRequest) -> Any:
+    async def _propose(self, req: ipb.InternalRaftRequest, *, internal: bool = False) -> Any:
+        """Propose ``req`` and wait until it is applied; its result, or the error raised.
+        ``internal`` proposals are the member's own (publish): raft forwards them to the
+        leader even from a learner, which refuses clients' proposals as etcd does."""
         if self._stopped:
             raise errors.STOPPED
-        if self.is_learner:
+        if self.is_learner and not internal:
             raise errors.NOT_SUPPORTED_FOR_LEARNER
         rid = next(self._ids)
         req.header.ID = rid
@@ -635,20 +714,43 @@ class EtcdServer:
             raise errors.REQUEST_TOO_LARGE
         if self._lead == 0:
             await self._wait_leader()
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
         self._waiters[rid] = fut
-        try:
-            self.node.propose(data)
-        except ProposalDropped:
-            self._waiters.pop(rid, None)
-            raise errors.NO_LEADER from None
-        self._wake.set()
+        if not self._proposals:
+            loop.call_soon(self._flush_proposals)
+        self._proposals.append((data, fut))
         try:
             return await asyncio.wait_for(fut, self.cfg.request_timeout_s)
         except TimeoutError:
             raise errors.TIMEOUT from None
         finally:
             self._waiters.pop(rid, None)
+
+    def _flush_proposals(self) -> None:
+        """Hand every proposal made since the last flush to raft as one MsgProp (group
+        proposal): one append and one MsgApp per follower for the batch instead of one per
+        request, and on a follower one forwarded MsgProp. Raft accepts or drops a MsgProp
+        as a whole; a dropped batch fails each of its callers with NO_LEADER. Batches are cut
+        at PROPOSAL_BATCH_BYTES so a forwarded MsgProp stays the size of one MsgApp."""
+        pending, self._proposals = self._proposals, []
+        start = size = 0
+        for i, (data, _) in enumerate(pending):
+            size += len(data)
+            if size >= PROPOSAL_BATCH_BYTES or i == len(pending) - 1:
+                self._propose_batch(pending[start : i + 1])
+                start, size = i + 1, 0
+
+    def _propose_batch(self, batch: list[tuple[bytes, asyncio.Future[Any]]]) -> None:
+        try:
+            self.node.propose_many([data for data, _ in batch])
+        except Exception as exc:  # noqa: BLE001 - each caller gets it, as a direct call would
+            err = errors.NO_LEADER if isinstance(exc, ProposalDropped) else exc
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(err)
+            return
+        self._wake.set()
 
     def _issue_read(self, ctx: bytes) -> None:
         self._read_batch = None
@@ -710,29 +812,48 @@ class EtcdServer:
             raft_term=self._term,
         )
 
+    def _cluster_header(self) -> pb.ResponseHeader:
+        """The header of Cluster service responses: etcd leaves the revision out."""
+        return pb.ResponseHeader(
+            cluster_id=self.cfg.cluster_id, member_id=self.cfg.member_id, raft_term=self._term
+        )
+
+    def _header_at(self, revision: int) -> pb.ResponseHeader:
+        """The header of a response about ``revision``: as etcd, a read or write reports the
+        revision it read or wrote, not whatever is newest when the response is sent (other
+        writes may be applied in the same batch before the caller resumes)."""
+        h = self.header()
+        h.revision = revision
+        return h
+
     async def range(self, req: pb.RangeRequest, identity: Any = None) -> pb.RangeResponse:
         if not req.serializable:
             if self.is_learner:
                 raise errors.NOT_SUPPORTED_FOR_LEARNER
             await self._linearizable_barrier()
+        info = await self.auth.check_range(identity, req)
         try:
             resp = self.kv.range(convert.range_from_pb(req))
         except ValueError as exc:
             raise errors.EtcdError(errors.Code.INVALID_ARGUMENT, f"etcdserver: {exc}") from None
         except mvcc.MvccError as exc:
             raise _mvcc_error(exc) from None
-        return convert.range_to_pb(resp, self.header())
+        self.auth.check_revision(info)
+        return convert.range_to_pb(resp, self._header_at(resp.revision))
 
     async def put(self, req: pb.PutRequest, identity: Any = None) -> pb.PutResponse:
         self._check_quota(len(req.key) + len(req.value))
-        r = await self._propose(ipb.InternalRaftRequest(put=req))
-        return convert.put_to_pb(_ok(r), self.header())
+        stamped = await self.auth.stamp(ipb.InternalRaftRequest(put=req), identity)
+        r = _ok(await self._propose(stamped))
+        return convert.put_to_pb(r, self._header_at(r.revision))
 
     async def delete_range(
         self, req: pb.DeleteRangeRequest, identity: Any = None
     ) -> pb.DeleteRangeResponse:
-        r = await self._propose(ipb.InternalRaftRequest(delete_range=req))
-        return convert.delete_to_pb(_ok(r), self.header())
+        r = _ok(await self._propose(
+            await self.auth.stamp(ipb.InternalRaftRequest(delete_range=req), identity)
+        ))
+        return convert.delete_to_pb(r, self._header_at(r.revision))
 
     async def txn(self, req: pb.TxnRequest, identity: Any = None) -> pb.TxnResponse:
         if convert.count_txn_ops(req) > self.cfg.max_txn_ops:
@@ -746,23 +867,30 @@ class EtcdServer:
             if self.is_learner:
                 raise errors.NOT_SUPPORTED_FOR_LEARNER
             await self._linearizable_barrier()
+            info = await self.auth.check_read_txn(identity, req)
             try:
-                return convert.txn_to_pb(self.kv.read_txn(parsed), self.header())
+                got = self.kv.read_txn(parsed)
+                self.auth.check_revision(info)
+                return convert.txn_to_pb(got, self._header_at(got.revision))
             except mvcc.MvccError as exc:
                 raise _mvcc_error(exc) from None
         self._check_quota(req.ByteSize())
-        r = await self._propose(ipb.InternalRaftRequest(txn=req))
-        return convert.txn_to_pb(_ok(r), self.header())
+        stamped = await self.auth.stamp(ipb.InternalRaftRequest(txn=req), identity)
+        r = _ok(await self._propose(stamped))
+        return convert.txn_to_pb(r, self._header_at(r.revision))
 
     async def compact(
         self, req: pb.CompactionRequest, identity: Any = None
     ) -> pb.CompactionResponse:
-        _ok(await self._propose(ipb.InternalRaftRequest(compaction=req)))
+        _ok(await self._propose(
+            await self.auth.stamp(ipb.InternalRaftRequest(compaction=req), identity)
+        ))
         return pb.CompactionResponse(header=self.header())
 
     async def lease_grant(
         self, req: pb.LeaseGrantRequest, identity: Any = None
     ) -> pb.LeaseGrantResponse:
+        await self.auth.require_info(identity)
         if req.TTL > MAX_LEASE_TTL:
             raise errors.LEASE_TTL_TOO_LARGE
         self._check_quota(64)
@@ -775,11 +903,15 @@ class EtcdServer:
     async def lease_revoke(
         self, req: pb.LeaseRevokeRequest, identity: Any = None
     ) -> pb.LeaseRevokeResponse:
-        _ok(await self._propose(ipb.InternalRaftRequest(lease_revoke=req)))
+        await self.auth.require_info(identity)
+        _ok(await self._propose(
+            await self.auth.stamp(ipb.InternalRaftRequest(lease_revoke=req), identity)
+        ))
         return pb.LeaseRevokeResponse(header=self.header())
 
     async def lease_renew(self, lease_id: int, identity: Any = None) -> int:
         """Keep a lease alive; on a follower the leader is asked (it owns expiry)."""
+        await self.auth.check_lease_renew(identity, lease_id)
         if self._state != StateType.LEADER:
             if self._lead == 0:
                 await self._wait_leader()
@@ -799,17 +931,42 @@ class EtcdServer:
             return self.leases.renew(lease_id, time.monotonic())
         except NotPrimary:
             raise errors.NOT_LEADER from None
+        except errors.EtcdError:
+            if not self.leases.lease_exists(lease_id):
+                raise
+            # Expired but not yet revoked: as etcd's lessor, answer "not found" only once the
+            # revoke is applied, so a client told its lease is gone finds its keys gone too.
+            await self._wait_lease_revoked(lease_id)
+            raise
+
+    async def _wait_lease_revoked(self, lease_id: int) -> None:
+        """Wait until ``lease_id`` is revoked; NOT_LEADER if this member stops leading first
+        (the client retries with the new leader, which restarted the lease's TTL)."""
+        deadline = time.monotonic() + self.cfg.request_timeout_s
+        while self.leases.lease_exists(lease_id):
+            if self._state != StateType.LEADER:
+                raise errors.NOT_LEADER
+            if time.monotonic() > deadline:
+                raise errors.TIMEOUT
+            await asyncio.sleep(self.cfg.heartbeat_interval_ms / 1000)
 
     async def handle_forwarded_renew(self, payload: bytes) -> bytes:
         """Transport handler for ``lease_renew`` from a follower."""
         if len(payload) != 8:
             raise ValueError("bad lease renew payload")
-        ttl = await self.lease_renew(int.from_bytes(payload, "big", signed=True))
+        ttl = await self.lease_renew(
+            int.from_bytes(payload, "big", signed=True), identity=PEER_CHECKED
+        )
         return ttl.to_bytes(8, "big", signed=True)
 
     async def lease_time_to_live(
         self, req: pb.LeaseTimeToLiveRequest, identity: Any = None
     ) -> pb.LeaseTimeToLiveResponse:
+        auth_info = await self.auth.check_lease_time_to_live(identity, req)
+        if self._state != StateType.LEADER and identity is not PEER_CHECKED:
+            answer = await self._time_to_live_via_leader(req)
+            if answer is not None:
+                return answer
         try:
             info = self.leases.time_to_live(req.ID, time.monotonic())
         except errors.EtcdError:
@@ -818,17 +975,49 @@ class EtcdServer:
             header=self.header(), ID=req.ID, TTL=info.remaining_ttl, grantedTTL=info.granted_ttl
         )
         if req.keys:
-            out.keys.extend(info.keys)
+            out.keys.extend(sorted(info.keys))  # etcd's order is Go map order; ours is stable
+            self.auth.check_revision(auth_info)
         return out
+
+    async def _time_to_live_via_leader(
+        self, req: pb.LeaseTimeToLiveRequest
+    ) -> pb.LeaseTimeToLiveResponse | None:
+        """Only the leader runs lease expiry (a follower's lessor holds every lease at its
+        full TTL), so, as etcd, a follower asks the leader for the remaining TTL. None when
+        the leader cannot be asked (no forwarding, no handler, transport trouble): the
+        caller answers from its own lessor, with the granted TTL as the remaining one."""
+        if self._forward is None or self._lead in (0, self.cfg.member_id):
+            return None
+        try:
+            answer = await self._forward(
+                self._lead, "lease_time_to_live", req.SerializeToString()
+            )
+        except Exception as exc:  # noqa: BLE001 - answered locally instead
+            log.debug("forwarding lease time-to-live to %x: %s", self._lead, exc)
+            return None
+        resp = pb.LeaseTimeToLiveResponse()
+        resp.ParseFromString(answer)
+        resp.header.CopyFrom(self.header())
+        return resp
+
+    async def handle_forwarded_time_to_live(self, payload: bytes) -> bytes:
+        """Transport handler for ``lease_time_to_live`` from a follower (answered from this
+        member's lessor, never forwarded again)."""
+        req = pb.LeaseTimeToLiveRequest()
+        req.ParseFromString(payload)
+        resp = await self.lease_time_to_live(req, PEER_CHECKED)
+        return bytes(resp.SerializeToString())
 
     async def lease_leases(
         self, req: pb.LeaseLeasesRequest, identity: Any = None
     ) -> pb.LeaseLeasesResponse:
+        await self.auth.check_lease_leases(identity, self.leases.leases())
         return pb.LeaseLeasesResponse(
             header=self.header(), leases=[pb.LeaseStatus(ID=i) for i in self.leases.leases()]
         )
 
     async def status(self, req: pb.StatusRequest, identity: Any = None) -> pb.StatusResponse:
+        await self.auth.identify(identity)  # etcd 3.4 checks the token, not the role
         hs = self.storage.hard_state
         return pb.StatusResponse(
             header=self.header(),
@@ -849,7 +1038,7 @@ class EtcdServer:
         self, req: pb.MemberListRequest, identity: Any = None
     ) -> pb.MemberListResponse:
         return pb.MemberListResponse(
-            header=self.header(), members=self.members.sorted()
+            header=self._cluster_header(), members=self.members.sorted()
         )
 
     async def _propose_conf_change(self, cc_type: ConfChangeType, member: pb.Member) -> Any:
@@ -878,31 +1067,45 @@ class EtcdServer:
     async def member_add(
         self, req: pb.MemberAddRequest, identity: Any = None
     ) -> pb.MemberAddResponse:
+        await self.auth.check_admin(identity)
         urls = list(req.peerURLs)
         if not urls or any("://" not in u for u in urls):
             raise errors.MEMBER_BAD_URLS
-        if self.members.url_in_use(urls):
-            raise errors.PEER_URL_EXIST
+        # etcd's order: quorum check, then the id (urls + time in seconds) removed or taken,
+        # then the urls taken, then the learner limit
+        reconfig.check_add_quorum(
+            self.members.members.values(), req.isLearner, self.cfg.member_id
+        )
         data = "".join(sorted(urls)) + str(self.cfg.cluster_id) + str(int(time.time()))
         mid = int.from_bytes(hashlib.sha1(data.encode()).digest()[:8], "big")
+        if mid in self.members.removed:
+            raise errors.MEMBER_NOT_FOUND
+        if mid in self.members.members:
+            raise errors.MEMBER_EXIST
+        if self.members.url_in_use(urls):
+            raise errors.PEER_URL_EXIST
+        reconfig.check_learners(self.members.members.values(), req.isLearner)
         m = pb.Member(ID=mid, peerURLs=urls, isLearner=req.isLearner)
         kind = ConfChangeType.ADD_LEARNER_NODE if req.isLearner else ConfChangeType.ADD_NODE
         members = await self._propose_conf_change(kind, m)
-        return pb.MemberAddResponse(header=self.header(), member=m, members=members)
+        return pb.MemberAddResponse(header=self._cluster_header(), member=m, members=members)
 
     async def member_remove(
         self, req: pb.MemberRemoveRequest, identity: Any = None
     ) -> pb.MemberRemoveResponse:
+        await self.auth.check_admin(identity)
         if req.ID not in self.members.members:
             raise errors.MEMBER_NOT_FOUND
+        reconfig.check_remove(self.members.members.values(), req.ID, self.cfg.member_id)
         members = await self._propose_conf_change(
             ConfChangeType.REMOVE_NODE, pb.Member(ID=req.ID)
         )
-        return pb.MemberRemoveResponse(header=self.header(), members=members)
+        return pb.MemberRemoveResponse(header=self._cluster_header(), members=members)
 
     async def member_update(
         self, req: pb.MemberUpdateRequest, identity: Any = None
     ) -> pb.MemberUpdateResponse:
+        await self.auth.check_admin(identity)
         if req.ID not in self.members.members:
             raise errors.MEMBER_NOT_FOUND
         urls = list(req.peerURLs)
@@ -913,50 +1116,101 @@ class EtcdServer:
         members = await self._propose_conf_change(
             ConfChangeType.UPDATE_NODE, pb.Member(ID=req.ID, peerURLs=urls)
         )
-        return pb.MemberUpdateResponse(header=self.header(), members=members)
+        return pb.MemberUpdateResponse(header=self._cluster_header(), members=members)
+
+    async def _promote_via_leader(self, req: pb.MemberPromoteRequest) -> pb.MemberPromoteResponse:
+        """On a follower, etcd forwards a promote to the leader, which alone knows whether
+        the learner is in sync; the leader's error (e.g. not in sync) comes back as is."""
+        if self._lead == 0:
+            await self._wait_leader()
+        if self._forward is None or self._lead in (0, self.cfg.member_id):
+            raise errors.NOT_LEADER
+        try:
+            answer = await self._forward(self._lead, "member_promote", req.SerializeToString())
+        except Exception as exc:  # noqa: BLE001 - the leader's EtcdError, or transport trouble
+            found = errors.by_message(str(exc))
+            if found is not None:
+                raise found from None
+            log.debug("forwarding member promote to %x: %s", self._lead, exc)
+            raise errors.TIMEOUT from None
+        resp = pb.MemberPromoteResponse()
+        resp.ParseFromString(answer)
+        resp.header.CopyFrom(self.header())
+        return resp
+
+    async def handle_forwarded_promote(self, payload: bytes) -> bytes:
+        """Transport handler for ``member_promote`` from a follower (never forwarded again)."""
+        req = pb.MemberPromoteRequest()
+        req.ParseFromString(payload)
+        if self._state != StateType.LEADER:
+            raise errors.NOT_LEADER
+        return bytes((await self.member_promote(req, PEER_CHECKED)).SerializeToString())
+
+    async def publish(self, name: str, client_urls: list[str]) -> None:
+        """Record this member's name and client URLs in the replicated member list, as etcd's
+        ``publish`` does once a member has started; until then ``member list`` shows it as
+        unstarted. Raises an EtcdError when the proposal fails (the caller retries)."""
+        me = self.members.members.get(self.cfg.member_id)
+        if me is None:
+            raise errors.MEMBER_NOT_FOUND
+        _ok(await self._propose(ipb.InternalRaftRequest(
+            member_attr_set=pb.Member(ID=me.ID, name=name, clientURLs=client_urls)
+        ), internal=True))
 
     async def member_promote(
         self, req: pb.MemberPromoteRequest, identity: Any = None
     ) -> pb.MemberPromoteResponse:
+        await self.auth.check_admin(identity)
         m = self.members.members.get(req.ID)
         if m is None:
             raise errors.MEMBER_NOT_FOUND
         if not m.isLearner:
             raise errors.MEMBER_NOT_LEARNER
         if self._state != StateType.LEADER:
-            raise errors.NOT_LEADER
+            return await self._promote_via_leader(req)
         progress = dict(self.node.status().progress)
         mine = progress.get(self.cfg.member_id)
         theirs = progress.get(req.ID)
         if mine is None or theirs is None or theirs.match < 0.9 * mine.match:
             raise errors.LEARNER_NOT_READY
+        reconfig.check_promote(self.members.members.values(), self.cfg.member_id)
         members = await self._propose_conf_change(ConfChangeType.ADD_NODE, pb.Member(ID=req.ID))
-        return pb.MemberPromoteResponse(header=self.header(), members=members)
+        return pb.MemberPromoteResponse(header=self._cluster_header(), members=members)
 
     async def hash(self, req: pb.HashRequest, identity: Any = None) -> pb.HashResponse:
+        await self.auth.check_maintenance(identity)
         h, _ = self.kv.hash()
         return pb.HashResponse(header=self.header(), hash=h)
 
     async def hash_kv(self, req: pb.HashKVRequest, identity: Any = None) -> pb.HashKVResponse:
+        await self.auth.check_maintenance(identity)
         try:
             h, _, compact = self.kv.hash_kv(req.revision)
         except mvcc.MvccError as exc:
             raise _mvcc_error(exc) from None
-        return pb.HashKVResponse(header=self.header(), hash=h, compact_revision=compact)
+        # etcd reports compact revision -1 until the first compaction
+        return pb.HashKVResponse(
+            header=self.header(), hash=h, compact_revision=compact if compact > 0 else -1
+        )
 
     async def defragment(
         self, req: pb.DefragmentRequest, identity: Any = None
     ) -> pb.DefragmentResponse:
+        await self.auth.check_maintenance(identity)
         await asyncio.to_thread(self.backend.defragment)
         return pb.DefragmentResponse(header=self.header())
 
     async def move_leader(
         self, req: pb.MoveLeaderRequest, identity: Any = None
     ) -> pb.MoveLeaderResponse:
+        await self.auth.check_admin(identity)
         if self._state != StateType.LEADER:
             raise errors.NOT_LEADER
-        if req.targetID not in self.members.members or req.targetID == self.cfg.member_id:
+        target = self.members.members.get(req.targetID)
+        if target is None or target.isLearner:
             raise errors.BAD_LEADER_TRANSFEREE
+        if req.targetID == self.cfg.member_id:
+            return pb.MoveLeaderResponse(header=self.header())  # already there, as etcd
         self.node.transfer_leader(req.targetID)
         self._wake.set()
         deadline = asyncio.get_running_loop().time() + self.cfg.request_timeout_s
@@ -966,19 +1220,25 @@ class EtcdServer:
             await asyncio.sleep(self.cfg.heartbeat_interval_ms / 1000)
         return pb.MoveLeaderResponse(header=self.header())
 
-    async def snapshot(self) -> AsyncIterator[bytes]:
+    async def snapshot(self, identity: Any = None) -> AsyncIterator[bytes]:
+        """One consistent view of every bucket, as a bbolt file (etcd's snapshot format, which
+        ``etcdctl snapshot status/restore`` open), in chunks; built in a temporary file."""
+        await self.auth.check_maintenance(identity)
         tmp = Path(self.cfg.data_dir) / "member" / "snap" / f"snapshot.{secrets.token_hex(4)}"
-        await asyncio.to_thread(self.backend.copy_to, str(tmp))
         try:
-            for name in sorted(os.listdir(tmp)):
-                if name == "data.mdb":
-                    with open(tmp / name, "rb") as f:
-                        while chunk := f.read(32 * 1024):
-                            yield chunk
+            await asyncio.to_thread(self._write_bolt_snapshot, tmp)
+            with open(tmp, "rb") as f:
+                while chunk := f.read(32 * 1024):
+                    yield chunk
         finally:
-            for name in os.listdir(tmp):
-                os.unlink(tmp / name)
-            os.rmdir(tmp)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    def _write_bolt_snapshot(self, path: Path) -> None:
+        with open(path, "wb") as out, self.backend.read() as tx:
+            write_bolt_image(
+                ((name, tx.range(name, b"", None)) for name in self.backend.bucket_names()), out
+            )
 
     def new_watch_stream(self) -> WatchStream:
         return self.watches.new_stream()

@@ -2,9 +2,26 @@
 
 Theory of operation. ``run_member(config)`` takes the CLI's serve configuration (any object
 with etcd 3.4's flag names as attributes: ``name``, ``data_dir``, ``initial_cluster``, ...;
-the server does not import the CLI), derives member and cluster ids as etcd does (SHA-1 of
-the sorted peer URLs plus the cluster token; SHA-1 of the sorted member ids), starts the
-peer transport, the raft loop and the client gRPC server, and runs until cancelled.
+the server does not import the CLI) and decides who this member is, in etcd's three cases:
+
+* **restart** (the WAL exists): the member and cluster ids come from the WAL's metadata and
+  the member list from the backend; ``--initial-cluster`` and ``--initial-cluster-state``
+  are ignored (logged once), as etcd ignores them once a member is bootstrapped.
+* **new** (no WAL, state ``new``): ids derived as etcd does (SHA-1 of the sorted peer URLs
+  plus the cluster token; SHA-1 of the sorted member ids) and raft bootstrapped with them.
+* **join** (no WAL, state ``existing``): the member asks the other members named in
+  ``--initial-cluster`` for the cluster over the peer transport's discovery channel, takes
+  the cluster id from the answer, checks that ``--initial-cluster`` names exactly the
+  cluster's members (etcd's ``ValidateClusterAndAssignIDs``) and takes its own id from the
+  member with its peer URLs; it refuses to start (``StartError``, nothing written to the data
+  dir) when no peer answers, when it is not in the member list, or when that member has
+  already started. Raft then starts with no peers and learns the configuration from the
+  leader's log or snapshot; once it has a leader it publishes its name and client URLs.
+
+It then starts the peer transport, the raft loop and the client gRPC server, and runs until
+cancelled, or until it learns it was removed from the cluster (by applying its own removal,
+or from a peer refusing it as removed): then it logs etcd's "the member has been permanently
+removed from the cluster" and returns normally, so the process exits 0 as etcd's does.
 ``serve(config)`` installs uvloop and stops gracefully on SIGTERM/SIGINT: the gRPC server
 stops accepting, the raft loop stops, the WAL and the backend are closed.
 """
@@ -12,17 +29,34 @@ stops accepting, the raft loop stops, the WAL and the backend are closed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import signal
 import struct
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from keelson.proto import errors
+from keelson.proto.etcdserverpb import rpc_pb2 as pb
 from keelson.server.etcdserver import EtcdServer, MemberConfig
-from keelson.transport import Transport
+from keelson.server.membership import decode_member_list, encode_member_list
+from keelson.transport import DiscoveryError, DiscoveryInfo, Transport
+from keelson.transport.discovery import discover_one
+from keelson.wal import WAL
 
 log = logging.getLogger(__name__)
+
+DISCOVERY_TIMEOUT_S = 5.0
+"""Per peer URL: connect, handshake and answer of a discovery request."""
+REMOVED_STOP_DELAY_S = 1.0
+"""etcd stops a removed member after 1 s, so it can still answer in-flight messages."""
+
+
+class StartError(Exception):
+    """The member cannot start; ``str()`` is one line for the operator (etcd's wording)."""
 
 
 def compute_member_id(peer_urls: Iterable[str], token: str) -> int:
@@ -49,33 +83,205 @@ def parse_initial_cluster(spec: str) -> dict[str, tuple[str, ...]]:
     return {k: tuple(v) for k, v in out.items()}
 
 
-def member_config(config: Any) -> MemberConfig:
-    """Translate the CLI's serve config (etcd's flag names) into a MemberConfig."""
+@dataclass(frozen=True)
+class Identity:
+    """Who this member is and with whom it starts (see the module docstring)."""
+
+    member_id: int
+    cluster_id: int
+    peers: dict[int, tuple[str, ...]]
+    peer_names: dict[int, str]
+    new_cluster: bool
+    joined: tuple[pb.Member, ...] = ()  # the cluster's member list, when joining
+
+
+def wal_path(config: Any) -> Path:
+    wal_dir = str(getattr(config, "wal_dir", "") or "")
+    return Path(wal_dir) if wal_dir else Path(str(config.data_dir)) / "member" / "wal"
+
+
+def has_wal(config: Any) -> bool:
+    path = wal_path(config)
+    return path.is_dir() and any(path.glob("*.wal"))
+
+
+def _from_flags(config: Any) -> Identity:
+    """Ids derived from ``--initial-cluster`` (a new cluster's bootstrap)."""
     cluster = parse_initial_cluster(str(config.initial_cluster))
     if config.name not in cluster:
-        raise ValueError(
+        raise StartError(
             f"couldn't find local name {config.name!r} in the initial cluster configuration"
         )
     token = str(config.initial_cluster_token)
     peers = {compute_member_id(urls, token): urls for _, urls in sorted(cluster.items())}
     names = {compute_member_id(urls, token): name for name, urls in sorted(cluster.items())}
-    me = compute_member_id(cluster[config.name], token)
+    return Identity(
+        member_id=compute_member_id(cluster[config.name], token),
+        cluster_id=compute_cluster_id(peers),
+        peers=peers,
+        peer_names=names,
+        new_cluster=str(config.initial_cluster_state) == "new",
+    )
+
+
+def _from_wal(config: Any) -> Identity:
+    """A restart: the ids written in the WAL's metadata when the member first started."""
+    wal, contents = WAL.open(wal_path(config))
+    wal.close()
+    meta = contents.metadata
+    if len(meta) < 16:
+        raise StartError(f"{wal_path(config)}: WAL metadata of {len(meta)} bytes, want 16")
+    member_id, cluster_id = struct.unpack_from(">QQ", meta)
+    log.info(
+        "member %x of cluster %x restarts from its data dir %s: --initial-cluster and "
+        "--initial-cluster-state are ignored",
+        member_id, cluster_id, config.data_dir,
+    )
+    try:
+        flags = _from_flags(config)
+    except (StartError, ValueError):
+        flags = None
+    if flags is not None and flags.member_id == member_id and flags.cluster_id == cluster_id:
+        peers, names = flags.peers, flags.peer_names  # only used if the backend has none
+    else:
+        peers, names = {}, {}
+    return Identity(member_id, cluster_id, peers, names, new_cluster=False)
+
+
+def _describe(cluster_id: int, members: list[pb.Member]) -> str:
+    shown = " ".join(
+        f"{m.name or '(unstarted)'}:{m.ID:x}={','.join(m.peerURLs)}"
+        for m in sorted(members, key=lambda m: sorted(m.peerURLs))
+    )
+    return f"{{ClusterID:{cluster_id:x} Members:[{shown}]}}"
+
+
+async def _ask_cluster(urls: list[str], mine: list[str]) -> tuple[DiscoveryInfo, list[pb.Member]]:
+    """The first answer among ``urls`` whose member list has this member's peer URLs; else
+    the first answer at all (a member that has not yet applied the ``member add`` answers
+    an older list, so the others are asked before giving up). DiscoveryError, in etcd's
+    words, when no URL answers."""
+    first: tuple[DiscoveryInfo, list[pb.Member]] | None = None
+    problems: list[str] = []
+    for url in urls:
+        try:
+            info = await discover_one(url, timeout=DISCOVERY_TIMEOUT_S)
+            _, remote = decode_member_list(info.members)
+        except (DiscoveryError, ValueError) as exc:
+            log.warning("failed to get cluster response from %s: %s", url, exc)
+            problems.append(str(exc))
+            continue
+        if any(sorted(m.peerURLs) == mine for m in remote):
+            return info, remote
+        if first is None:
+            first = (info, remote)
+    if first is None:
+        detail = "; ".join(problems) if problems else "no other member in --initial-cluster"
+        raise DiscoveryError(
+            f"could not retrieve cluster information from the given URLs ({detail})"
+        )
+    return first
+
+
+async def _join(config: Any) -> Identity:
+    """Learn the running cluster from its members and check this member belongs to it."""
+    cluster = parse_initial_cluster(str(config.initial_cluster))
+    if config.name not in cluster:
+        raise StartError(
+            f"couldn't find local name {config.name!r} in the initial cluster configuration"
+        )
+    mine = sorted(cluster[config.name])
+    others = sorted(u for name, urls in cluster.items() if name != config.name for u in urls)
+    try:
+        info, remote = await _ask_cluster(others, mine)
+    except (DiscoveryError, ValueError) as exc:
+        raise StartError(f"cannot fetch cluster info from peer urls: {exc}") from None
+    if not remote:
+        raise StartError(
+            "cannot fetch cluster info from peer urls: "
+            "failed to get raft cluster member(s) from the given URLs"
+        )
+    cid = info.cluster_id
+    me = next((m for m in remote if sorted(m.peerURLs) == mine), None)
+    if me is None:
+        why = "member count is unequal" if len(remote) != len(cluster) else (
+            "unmatched member while checking PeerURLs"
+        )
+        raise StartError(
+            f"error validating peerURLs {_describe(cid, remote)}: {why} (this member's peer "
+            f"URLs {','.join(mine)} are not in the cluster's member list; add it first with "
+            f"'etcdctl member add {config.name} --peer-urls={','.join(mine)}')"
+        )
+    if len(remote) != len(cluster):
+        raise StartError(
+            f"error validating peerURLs {_describe(cid, remote)}: member count is unequal "
+            f"(--initial-cluster names {len(cluster)} members, the cluster has {len(remote)})"
+        )
+    local_urls = sorted(sorted(urls) for urls in cluster.values())
+    for m in remote:
+        if sorted(m.peerURLs) not in local_urls:
+            raise StartError(
+                f"error validating peerURLs {_describe(cid, remote)}: unmatched member while "
+                f"checking PeerURLs ({','.join(m.peerURLs)} is not in --initial-cluster)"
+            )
+    if me.name or me.clientURLs:
+        raise StartError(f"member {me.ID:x} has already been bootstrapped")
+    local_names = {tuple(sorted(urls)): name for name, urls in cluster.items()}
+    log.info(
+        "joining cluster %x as member %x (learned from member %x: %s)",
+        cid, me.ID, info.member_id, _describe(cid, remote),
+    )
+    return Identity(
+        member_id=me.ID,
+        cluster_id=cid,
+        peers={m.ID: tuple(m.peerURLs) for m in remote},
+        peer_names={
+            m.ID: m.name or local_names.get(tuple(sorted(m.peerURLs)), "") for m in remote
+        },
+        new_cluster=False,
+        joined=tuple(remote),
+    )
+
+
+async def identify(config: Any) -> Identity:
+    """Who this member is: from the WAL, from the flags, or from the running cluster."""
+    if has_wal(config):
+        return _from_wal(config)
+    if str(config.initial_cluster_state) == "existing":
+        return await _join(config)
+    return _from_flags(config)
+
+
+def member_config(config: Any, ident: Identity | None = None) -> MemberConfig:
+    """Translate the CLI's serve config (etcd's flag names) into a MemberConfig; without
+    ``ident`` the ids are derived from ``--initial-cluster`` (a new cluster)."""
+    if ident is None:
+        ident = _from_flags(config)
     return MemberConfig(
         name=str(config.name),
         data_dir=str(config.data_dir),
         wal_dir=str(getattr(config, "wal_dir", "") or ""),
-        member_id=me,
-        cluster_id=compute_cluster_id(peers),
-        peers=peers,
-        peer_names=names,
+        member_id=ident.member_id,
+        cluster_id=ident.cluster_id,
+        peers=ident.peers,
+        peer_names=ident.peer_names,
         client_urls=tuple(config.advertise_client_urls),
-        new_cluster=str(config.initial_cluster_state) == "new",
+        new_cluster=ident.new_cluster,
         heartbeat_interval_ms=int(config.heartbeat_interval),
         election_timeout_ms=int(config.election_timeout),
         snapshot_count=int(config.snapshot_count),
+        snapshot_catchup_entries=int(
+            getattr(config, "experimental_snapshot_catchup_entries", 5000)
+        ),
         quota_backend_bytes=int(config.quota_backend_bytes),
         max_request_bytes=int(config.max_request_bytes),
         max_txn_ops=int(config.max_txn_ops),
+        auth_token=str(getattr(config, "auth_token", "simple")),
+        auth_token_ttl=int(getattr(config, "auth_token_ttl", 300)),
+        bcrypt_cost=int(getattr(config, "bcrypt_cost", 10)),
+        watch_progress_notify_interval_s=float(
+            getattr(config, "watch_progress_notify_interval_s", 600.0)
+        ),
         auto_compaction_mode=str(config.auto_compaction_mode),
         auto_compaction_retention=str(config.auto_compaction_retention),
     )
@@ -88,12 +294,14 @@ build_grpc_server`` (server/ may not import api/, so the CLI injects it)."""
 
 
 async def run_member(config: Any, client_server: ClientServerFactory | None = None) -> None:
-    """Run one member until cancelled; see the module docstring. Without
-    ``client_server`` the member serves peers only (no client API)."""
+    """Run one member until cancelled or removed from the cluster; see the module
+    docstring. Without ``client_server`` the member serves peers only (no client API).
+    Raises ``StartError`` (before anything is written) when it cannot join."""
 
-    cfg = member_config(config)
-    transport: Transport | None = None
+    ident = await identify(config)
+    cfg = member_config(config, ident)
     server_box: list[EtcdServer] = []
+    removed = asyncio.Event()
 
     def on_message(m: Any) -> None:
         if server_box:
@@ -113,22 +321,35 @@ async def run_member(config: Any, client_server: ClientServerFactory | None = No
         on_message,
         on_unreachable=on_unreachable,
         on_snapshot_status=on_snapshot_status,
+        on_removed=removed.set,
     )
+
     async def forward(peer: int, kind: str, payload: bytes) -> bytes:
-        assert transport is not None
         return await transport.request(peer, kind, payload, timeout=5.0)
 
     server = EtcdServer(cfg, send=transport.send, forward=forward)
     server_box.append(server)
+    if ident.joined:
+        # The full entries (learner flag, names, client URLs) until the log or a snapshot
+        # from the leader replaces them.
+        with server.backend.write() as btx:
+            for m in ident.joined:
+                server.members.put(btx, m)
     transport.set_request_handler("lease_renew", server.handle_forwarded_renew)
+    transport.set_request_handler("member_promote", server.handle_forwarded_promote)
+    transport.set_request_handler("lease_time_to_live", server.handle_forwarded_time_to_live)
+    transport.set_discovery_provider(
+        lambda: encode_member_list(cfg.cluster_id, server.members.sorted())
+    )
     known: dict[int, list[str]] = {}
 
-    def sync_peers(members: list[Any], removed: list[int]) -> None:
-        assert transport is not None
-        for mid in removed:
-            if mid in known:
-                known.pop(mid)
-                transport.remove_peer(mid)
+    def sync_peers(members: list[Any], gone: list[int]) -> None:
+        for mid in gone:
+            if mid == cfg.member_id:
+                removed.set()
+                continue
+            known.pop(mid, None)
+            transport.remove_peer(mid)  # also refuses its connections from now on
         for m in members:
             urls = list(m.peerURLs)
             if m.ID == cfg.member_id or not urls:
@@ -139,6 +360,8 @@ async def run_member(config: Any, client_server: ClientServerFactory | None = No
                 transport.update_peer(m.ID, urls)
             known[m.ID] = urls
 
+    for mid in sorted(server.members.removed):
+        transport.remove_peer(mid)
     sync_peers(server.members.sorted(), [])
     server.on_members_changed = sync_peers
     for host, port in config.peer_listen_addresses():
@@ -155,17 +378,43 @@ async def run_member(config: Any, client_server: ClientServerFactory | None = No
     await server.start()
     if grpc_server is not None:
         await grpc_server.start()
+    publisher = asyncio.create_task(_publish(server, cfg), name="publish")
     log.info(
         "member %x of cluster %x serving clients on %s",
         cfg.member_id, cfg.cluster_id, ",".join(config.listen_client_urls),
     )
     try:
-        await asyncio.Event().wait()
+        await removed.wait()
+        log.warning("the member has been permanently removed from the cluster")
+        log.warning("the data-dir used by this member must be removed")
+        await asyncio.sleep(REMOVED_STOP_DELAY_S)
     finally:
+        publisher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await publisher
         if grpc_server is not None:
             await grpc_server.stop(0.5)
         await transport.stop()
         await server.stop()
+
+
+async def _publish(server: EtcdServer, cfg: MemberConfig) -> None:
+    """Once per start, propose this member's name and client URLs until the proposal is
+    applied (etcd's publish): ``member list`` and every ``etcdctl --cluster`` command learn
+    the client URLs from it, a joined member shows as unstarted until then, and a member
+    with a name is refused a second join ("has already been bootstrapped")."""
+    delay = cfg.heartbeat_interval_ms / 1000
+    while True:
+        me = server.members.members.get(cfg.member_id)
+        if me is not None and server.leader_id:
+            try:
+                await server.publish(cfg.name, list(cfg.client_urls))
+                log.info("published name %r and client URLs to the cluster", cfg.name)
+                return
+            except errors.EtcdError as exc:
+                log.debug("publishing attributes: %s; retrying", exc)
+        await asyncio.sleep(delay)
+        delay = min(1.0, delay * 2)
 
 
 def serve(config: Any, client_server: ClientServerFactory | None = None) -> None:

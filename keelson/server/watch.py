@@ -17,11 +17,24 @@ When a snapshot replaces the key space (``rebind``) a new WatchableStore is made
 store and each stream re-creates its watchers there from the first revision it has not yet
 delivered (one past the newest event it polled, or its start), so nothing is lost or sent
 twice. Everything runs on the event loop's thread, like the apply loop.
+
+Progress notifications (etcd 3.4's ``progress_notify``): each stream has a ticker, period
+``progress_interval`` plus a random jitter of up to a tenth of it, fixed when the stream is
+made (``--experimental-watch-progress-notify-interval``, default 10 minutes, at least
+100 ms). A watcher created with ``progress_notify`` is marked at creation and on every tick;
+a tick asks mvcc for a progress response (no events, watch id, the current revision) for each
+watcher still marked from the previous tick, i.e. one that was sent no events in between, and
+mvcc answers only for synced watchers. Fragments (``fragment``): a response of such a watcher
+whose encoded size reaches ``max_response_bytes`` (max request bytes + 512 KiB, etcd's
+``grpcOverheadBytes``) and which has at least two events is split into several, in order,
+each under the limit unless one event alone exceeds it, all with ``fragment`` set but the last.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +46,32 @@ from keelson.server import convert
 
 MAX_PENDING = 128
 """Responses an mvcc stream queues before its watchers are moved to catch-up."""
+
+DEFAULT_PROGRESS_INTERVAL = 600.0
+"""etcd 3.4's watch progress notification period, seconds (10 minutes)."""
+
+MIN_PROGRESS_INTERVAL = 0.1
+"""etcd raises a shorter ``--experimental-watch-progress-notify-interval`` to this."""
+
+WATCH_RESPONSE_OVERHEAD_BYTES = 512 * 1024
+"""Added to max request bytes to get the size above which a response is fragmented (etcd's
+grpcOverheadBytes)."""
+
+_log = logging.getLogger("keelson.server.watch")
+
+
+def progress_notify_interval(configured: float) -> float:
+    """The period etcd 3.4 uses for a configured interval (seconds): not positive means the
+    default; below the minimum is raised to it, with a warning."""
+    if configured <= 0:
+        return DEFAULT_PROGRESS_INTERVAL
+    if configured < MIN_PROGRESS_INTERVAL:
+        _log.warning(
+            "adjusting watch progress notify interval to minimum period %.0fms",
+            MIN_PROGRESS_INTERVAL * 1000,
+        )
+        return MIN_PROGRESS_INTERVAL
+    return configured
 
 
 @dataclass
@@ -47,8 +86,21 @@ class _Spec:
 
 
 class WatchHub:
-    def __init__(self, kv: mvcc.KVStore, header: Callable[[], pb.ResponseHeader]) -> None:
+    def __init__(
+        self,
+        kv: mvcc.KVStore,
+        header: Callable[[], pb.ResponseHeader],
+        *,
+        progress_interval: float = DEFAULT_PROGRESS_INTERVAL,
+        max_response_bytes: int = 1572864 + WATCH_RESPONSE_OVERHEAD_BYTES,
+        rng: random.Random | None = None,
+    ) -> None:
+        if progress_interval <= 0:
+            raise ValueError("progress_interval must be positive")
         self._header = header
+        self.progress_interval = progress_interval
+        self.max_response_bytes = max_response_bytes
+        self.rng = rng or random.Random()
         self.store = mvcc.WatchableStore(kv)
         self._streams: dict[int, WatchStream] = {}
         self._seq = 0
@@ -93,6 +145,33 @@ class WatchStream:
         self._out: deque[pb.WatchResponse] = deque()
         self._specs: dict[int, _Spec] = {}
         self._closed = False
+        # progress_notify watchers -> True while no events were sent since the last tick
+        self._progress: dict[int, bool] = {}
+        self._fragment: set[int] = set()  # watchers created with fragment=true
+        self._ticker: asyncio.TimerHandle | None = None
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # made outside the loop (tests): no periodic progress
+            loop = None
+        if loop is not None:
+            base = hub.progress_interval
+            period = base + hub.rng.uniform(0, base / 10)
+            self._ticker = loop.call_later(period, self._on_timer, loop, period)
+
+    def _on_timer(self, loop: asyncio.AbstractEventLoop, period: float) -> None:
+        if self._closed:
+            return
+        self._ticker = loop.call_later(period, self._on_timer, loop, period)
+        self.tick_progress()
+
+    def tick_progress(self) -> None:
+        """One progress tick (the stream's timer calls it; tests may call it directly):
+        watchers sent no events since the previous tick get a progress response if mvcc has
+        them synced; every progress_notify watcher is marked again."""
+        for wid in sorted(self._progress):
+            if self._progress[wid]:
+                self._inner.request_progress(wid)
+            self._progress[wid] = True
 
     def create(self, req: pb.WatchCreateRequest) -> pb.WatchResponse | None:
         filters = tuple(sorted({mvcc.WatchFilter(f) for f in req.filters if f in (0, 1)}))
@@ -115,6 +194,10 @@ class WatchStream:
             )
         next_rev = start if start else self._hub.store.revision + 1
         self._specs[wid] = _Spec(req.key, req.range_end, req.prev_kv, filters, next_rev)
+        if req.progress_notify:
+            self._progress[wid] = True
+        if req.fragment:
+            self._fragment.add(wid)
         self._out.append(pb.WatchResponse(header=self._hub.header(), watch_id=wid, created=True))
         self._ready.set()
         self._hub.sync()
@@ -123,6 +206,7 @@ class WatchStream:
     def cancel(self, watch_id: int) -> pb.WatchResponse | None:
         # mvcc drops the watcher's queued responses and queues the canceled one.
         self._specs.pop(watch_id, None)
+        self._progress.pop(watch_id, None)
         self._inner.cancel(watch_id)
         return None
 
@@ -139,7 +223,14 @@ class WatchStream:
                 return None
             polled = self._inner.poll()
             if polled:
-                self._out.extend(self._to_pb(r) for r in polled)
+                for r in polled:
+                    resp = self._to_pb(r)
+                    if r.watch_id in self._fragment:
+                        self._out.extend(split_fragments(resp, self._hub.max_response_bytes))
+                    else:
+                        self._out.append(resp)
+                    if r.canceled:
+                        self._fragment.discard(r.watch_id)
                 self._hub.sync()  # room again: watchers that fell behind may catch up
                 continue
             self._ready.clear()
@@ -148,6 +239,9 @@ class WatchStream:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            if self._ticker is not None:
+                self._ticker.cancel()
+                self._ticker = None
             self._inner.close()
             self._out.clear()
             self._hub.discard(self._seq)
@@ -172,8 +266,11 @@ class WatchStream:
         spec = self._specs.get(r.watch_id)
         if r.canceled:
             self._specs.pop(r.watch_id, None)
+            self._progress.pop(r.watch_id, None)
         elif spec is not None and r.events:
             spec.next_rev = max(spec.next_rev, r.events[-1].kv.mod_revision + 1)
+        if r.events and r.watch_id in self._progress:
+            self._progress[r.watch_id] = False  # events went out: skip the next progress
         return pb.WatchResponse(
             header=self._hub.header(r.revision),
             watch_id=r.watch_id,
@@ -181,6 +278,49 @@ class WatchStream:
             compact_revision=r.compact_revision,
             events=[_event_to_pb(ev) for ev in r.events],
         )
+
+
+def split_fragments(resp: pb.WatchResponse, limit: int) -> list[pb.WatchResponse]:
+    """``resp`` as etcd 3.4 sends it to a watcher created with ``fragment``: unchanged if its
+    encoded size is below ``limit`` or it has fewer than two events; otherwise consecutive
+    pieces, each holding as many events as keep it below ``limit`` (at least one), with
+    ``fragment`` set on all but the last. Sizes are summed per event, not re-encoded."""
+    events = list(resp.events)
+    if len(events) < 2 or resp.ByteSize() < limit:
+        return [resp]
+    shell = pb.WatchResponse()
+    shell.CopyFrom(resp)
+    del shell.events[:]
+    shell.fragment = True
+    base = shell.ByteSize()
+    out: list[pb.WatchResponse] = []
+    i = 0
+    while i < len(events):
+        piece = pb.WatchResponse()
+        piece.CopyFrom(shell)
+        size = base
+        taken = 0
+        while i < len(events):
+            grown = size + _embedded_size(events[i].ByteSize())
+            if taken >= 1 and grown >= limit:
+                break
+            piece.events.append(events[i])
+            size = grown
+            taken += 1
+            i += 1
+        if i == len(events):
+            piece.fragment = False
+        out.append(piece)
+    return out
+
+
+def _embedded_size(n: int) -> int:
+    """Bytes a length-delimited field of ``n`` bytes takes (field numbers below 16)."""
+    varint, rest = 1, n
+    while rest >= 0x80:
+        rest >>= 7
+        varint += 1
+    return 1 + varint + n
 
 
 def _event_to_pb(ev: mvcc.Event) -> kv_pb2.Event:

@@ -1,10 +1,14 @@
 """Start N keelson member processes on 127.0.0.1 for multi-process tests.
 
 Theory of operation: ``ProcessCluster(tmp, n)`` picks free ports (bind to port 0, then
-release), writes nothing but the members' data dirs, and starts ``python -m keelson.cli.main
-serve`` per member with etcd's flags. ``wait_ready`` polls each member's Status over gRPC
-until all agree on a leader. Members are stopped by their PID only (SIGTERM, or SIGKILL for
-crash tests); ``restart`` starts a stopped member again on the same ports and data dir.
+release), writes nothing but the members' data dirs and logs (``<tmp>/<name>.log``), and
+starts ``python -m keelson.cli.main serve`` per member with etcd's flags (plus
+``extra_args`` for every member). ``wait_ready`` polls each member's Status over gRPC until
+all running members agree on a leader. Members are stopped by their PID only (SIGTERM, or
+SIGKILL for crash tests); ``start`` starts a stopped member again on the same ports and data
+dir. ``new_member`` makes a member that is not in ``--initial-cluster`` (to be added with
+``member add`` and started with ``state="existing"`` and the cluster etcdctl printed);
+``wait_exit`` waits for a member to stop on its own and returns its exit status.
 """
 
 from __future__ import annotations
@@ -53,16 +57,46 @@ class ProcessMember:
 
 
 class ProcessCluster:
-    def __init__(self, base: Path, size: int, *, heartbeat_ms: int = 50, election_ms: int = 500):
+    def __init__(
+        self,
+        base: Path,
+        size: int,
+        *,
+        heartbeat_ms: int = 50,
+        election_ms: int = 500,
+        extra_args: tuple[str, ...] = (),
+    ):
         self.base = base
         self.heartbeat_ms = heartbeat_ms
         self.election_ms = election_ms
+        self.extra_args = extra_args
         self.members = [
             ProcessMember(f"m{i}", base / f"m{i}", free_port(), free_port()) for i in range(size)
         ]
         self.initial_cluster = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
 
-    def start(self, member: ProcessMember, state: str = "new") -> None:
+    @property
+    def endpoints(self) -> str:
+        """Client addresses of the running members, for ``etcdctl --endpoints``."""
+        return ",".join(m.client_addr for m in self.running())
+
+    def new_member(self, name: str) -> ProcessMember:
+        """A member with fresh ports that ``--initial-cluster`` does not name; it is stopped
+        with the others by ``stop_all``."""
+        member = ProcessMember(name, self.base / name, free_port(), free_port())
+        self.members.append(member)
+        return member
+
+    def start(
+        self,
+        member: ProcessMember,
+        state: str = "new",
+        *,
+        initial_cluster: str | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        """Start ``member`` (again); ``initial_cluster`` defaults to the cluster's own."""
+        self.base.mkdir(parents=True, exist_ok=True)
         client = f"http://{member.client_addr}"
         args = [
             sys.executable, "-m", "keelson.cli.main", "serve",
@@ -72,10 +106,12 @@ class ProcessCluster:
             "--advertise-client-urls", client,
             "--listen-peer-urls", member.peer_url,
             "--initial-advertise-peer-urls", member.peer_url,
-            "--initial-cluster", self.initial_cluster,
+            "--initial-cluster", initial_cluster or self.initial_cluster,
             "--initial-cluster-state", state,
             "--heartbeat-interval", str(self.heartbeat_ms),
             "--election-timeout", str(self.election_ms),
+            *self.extra_args,
+            *extra_args,
         ]
         log = open(self.base / f"{member.name}.log", "ab")  # noqa: SIM115 - owned by the child
         env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -113,6 +149,25 @@ class ProcessCluster:
                         return m
             time.sleep(0.1)
         raise TimeoutError(f"cluster not ready in {timeout}s; logs in {self.base}")
+
+    def log_text(self, member: ProcessMember) -> str:
+        """Everything ``member`` wrote to stdout and stderr so far (all its runs)."""
+        path = self.base / f"{member.name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def wait_exit(self, member: ProcessMember, timeout: float = 30.0) -> int:
+        """Wait until ``member`` exits by itself; its exit status. TimeoutError if it is still
+        running after ``timeout`` (it is left running; ``stop`` ends it)."""
+        if member.proc is None:
+            raise RuntimeError(f"{member.name} was not started")
+        try:
+            code = member.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise TimeoutError(
+                f"{member.name} still running after {timeout}s; log in {self.base}"
+            ) from None
+        member.proc = None
+        return code
 
     def stop(self, member: ProcessMember, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
         if member.proc is None:

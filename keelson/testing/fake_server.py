@@ -220,12 +220,12 @@ class FakeServer:
         for stream in sorted(self.streams, key=id):
             stream.notify(events)
 
-    async def range(self, req: pb.RangeRequest, token: str | None = None) -> pb.RangeResponse:
-        self._check(token)
+    async def range(self, req: pb.RangeRequest, identity: str | None = None) -> pb.RangeResponse:
+        self._check(identity)
         return self._range(req)
 
-    async def put(self, req: pb.PutRequest, token: str | None = None) -> pb.PutResponse:
-        self._check(token)
+    async def put(self, req: pb.PutRequest, identity: str | None = None) -> pb.PutResponse:
+        self._check(identity)
         events: list[kv_pb2.Event] = []
         resp = self._put(req, events)
         self._commit(events)
@@ -233,9 +233,9 @@ class FakeServer:
         return resp
 
     async def delete_range(
-        self, req: pb.DeleteRangeRequest, token: str | None = None
+        self, req: pb.DeleteRangeRequest, identity: str | None = None
     ) -> pb.DeleteRangeResponse:
-        self._check(token)
+        self._check(identity)
         events: list[kv_pb2.Event] = []
         resp = self._delete(req, events)
         self._commit(events)
@@ -259,8 +259,8 @@ class FakeServer:
             return bool(actual > expected)
         return bool(actual < expected)
 
-    async def txn(self, req: pb.TxnRequest, token: str | None = None) -> pb.TxnResponse:
-        self._check(token)
+    async def txn(self, req: pb.TxnRequest, identity: str | None = None) -> pb.TxnResponse:
+        self._check(identity)
         if len(req.success) > 128 or len(req.failure) > 128:
             raise errors.TOO_MANY_OPS
         ok = all(self._compare(c) for c in req.compare)
@@ -281,9 +281,9 @@ class FakeServer:
         return resp
 
     async def compact(
-        self, req: pb.CompactionRequest, token: str | None = None
+        self, req: pb.CompactionRequest, identity: str | None = None
     ) -> pb.CompactionResponse:
-        self._check(token)
+        self._check(identity)
         if req.revision <= self.compacted:
             raise errors.COMPACTED
         if req.revision > self.revision:
@@ -294,9 +294,9 @@ class FakeServer:
 
     # --- leases -------------------------------------------------------------------
     async def lease_grant(
-        self, req: pb.LeaseGrantRequest, token: str | None = None
+        self, req: pb.LeaseGrantRequest, identity: str | None = None
     ) -> pb.LeaseGrantResponse:
-        self._check(token)
+        self._check(identity)
         lid = req.ID or self.next_lease
         if lid in self.leases:
             raise errors.LEASE_EXIST
@@ -307,9 +307,9 @@ class FakeServer:
         return pb.LeaseGrantResponse(header=self.header(), ID=lid, TTL=req.TTL)
 
     async def lease_revoke(
-        self, req: pb.LeaseRevokeRequest, token: str | None = None
+        self, req: pb.LeaseRevokeRequest, identity: str | None = None
     ) -> pb.LeaseRevokeResponse:
-        self._check(token)
+        self._check(identity)
         if req.ID not in self.leases:
             raise errors.LEASE_NOT_FOUND
         del self.leases[req.ID]
@@ -320,13 +320,13 @@ class FakeServer:
         self._commit(events)
         return pb.LeaseRevokeResponse(header=self.header())
 
-    async def lease_renew(self, lease_id: int) -> int:
+    async def lease_renew(self, lease_id: int, identity: str | None = None) -> int:
         if lease_id not in self.leases:
             raise errors.LEASE_NOT_FOUND
         return self.leases[lease_id]
 
     async def lease_time_to_live(
-        self, req: pb.LeaseTimeToLiveRequest, token: str | None = None
+        self, req: pb.LeaseTimeToLiveRequest, identity: str | None = None
     ) -> pb.LeaseTimeToLiveResponse:
         if req.ID not in self.leases:
             raise errors.LEASE_NOT_FOUND
@@ -337,7 +337,7 @@ class FakeServer:
         return resp
 
     async def lease_leases(
-        self, req: pb.LeaseLeasesRequest, token: str | None = None
+        self, req: pb.LeaseLeasesRequest, identity: str | None = None
     ) -> pb.LeaseLeasesResponse:
         return pb.LeaseLeasesResponse(
             header=self.header(), leases=[pb.LeaseStatus(ID=i) for i in sorted(self.leases)]
@@ -353,23 +353,25 @@ class FakeServer:
         )
 
     async def member_list(
-        self, req: pb.MemberListRequest, token: str | None = None
+        self, req: pb.MemberListRequest, identity: str | None = None
     ) -> pb.MemberListResponse:
         return pb.MemberListResponse(header=self.header(), members=[self._member()])
 
-    async def member_add(self, req: pb.MemberAddRequest, token: str | None = None) -> None:
+    async def member_add(self, req: pb.MemberAddRequest, identity: str | None = None) -> None:
         raise errors.MEMBER_BAD_URLS if not req.peerURLs else errors.NOT_CAPABLE
 
-    async def member_remove(self, req: pb.MemberRemoveRequest, token: str | None = None) -> None:
+    async def member_remove(self, req: pb.MemberRemoveRequest, identity: str | None = None) -> None:
         raise errors.MEMBER_NOT_FOUND
 
-    async def member_update(self, req: pb.MemberUpdateRequest, token: str | None = None) -> None:
+    async def member_update(self, req: pb.MemberUpdateRequest, identity: str | None = None) -> None:
         raise errors.MEMBER_NOT_FOUND
 
-    async def member_promote(self, req: pb.MemberPromoteRequest, token: str | None = None) -> None:
+    async def member_promote(
+        self, req: pb.MemberPromoteRequest, identity: str | None = None
+    ) -> None:
         raise errors.MEMBER_NOT_LEARNER if req.ID == self.member_id else errors.MEMBER_NOT_FOUND
 
-    async def status(self, req: pb.StatusRequest, token: str | None = None) -> pb.StatusResponse:
+    async def status(self, req: pb.StatusRequest, identity: str | None = None) -> pb.StatusResponse:
         return pb.StatusResponse(
             header=self.header(),
             version="3.4.0",
@@ -380,26 +382,28 @@ class FakeServer:
             raftAppliedIndex=self.revision,
         )
 
-    async def alarm(self, req: pb.AlarmRequest, token: str | None = None) -> pb.AlarmResponse:
+    async def alarm(self, req: pb.AlarmRequest, identity: str | None = None) -> pb.AlarmResponse:
         return pb.AlarmResponse(header=self.header())
 
     async def defragment(
-        self, req: pb.DefragmentRequest, token: str | None = None
+        self, req: pb.DefragmentRequest, identity: str | None = None
     ) -> pb.DefragmentResponse:
         return pb.DefragmentResponse(header=self.header())
 
-    async def hash(self, req: pb.HashRequest, token: str | None = None) -> pb.HashResponse:
+    async def hash(self, req: pb.HashRequest, identity: str | None = None) -> pb.HashResponse:
         return pb.HashResponse(header=self.header(), hash=len(self.kvs))
 
-    async def hash_kv(self, req: pb.HashKVRequest, token: str | None = None) -> pb.HashKVResponse:
+    async def hash_kv(
+        self, req: pb.HashKVRequest, identity: str | None = None
+    ) -> pb.HashKVResponse:
         return pb.HashKVResponse(
             header=self.header(), hash=len(self.kvs), compact_revision=self.compacted
         )
 
-    async def move_leader(self, req: pb.MoveLeaderRequest, token: str | None = None) -> None:
+    async def move_leader(self, req: pb.MoveLeaderRequest, identity: str | None = None) -> None:
         raise errors.BAD_LEADER_TRANSFEREE
 
-    async def snapshot(self) -> AsyncIterator[bytes]:
+    async def snapshot(self, identity: str | None = None) -> AsyncIterator[bytes]:
         blob = b"".join(k + b"=" + v.value + b"\n" for k, v in sorted(self.kvs.items()))
         blob += b"\0" * (-len(blob) % 512)  # a database file is whole pages
         for i in range(0, len(blob), 100):

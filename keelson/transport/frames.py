@@ -4,13 +4,20 @@ Theory of operation: every connection carries length-prefixed frames::
 
     length u32 (of what follows) | kind u8 | body
 
-The first frame a dialer sends is a HANDSHAKE naming the connection's channel (MESSAGES or
-SNAPSHOT); the listener answers with HANDSHAKE_OK, or logs one line and closes. Afterwards:
+The first frame a dialer sends is a HANDSHAKE naming the connection's channel (MESSAGES,
+SNAPSHOT or DISCOVERY); the listener answers with HANDSHAKE_OK, or with one REJECTED frame
+(reason code + UTF-8 text, e.g. "the sender was removed from the cluster") and closes.
+Afterwards:
 
 * MESSAGES channel, dialer -> listener: MESSAGE (an encoded raft message) and REQUEST frames;
   listener -> dialer: RESPONSE frames.
 * SNAPSHOT channel, dialer -> listener: one SNAP_BEGIN, SNAP_CHUNK frames, then the listener
   answers one SNAP_DONE and both sides close.
+* DISCOVERY channel (a member about to join, which knows neither the cluster id nor its own
+  member id): the listener answers one DISCOVERY_INFO frame instead of HANDSHAKE_OK --
+  format version, cluster id, the listener's member id and an opaque member list supplied by
+  the server -- and closes. The handshake's cluster and member ids are ignored on this
+  channel; a body of an unknown format version is refused by the decoder.
 
 Every decoder here raises ``FrameError`` (a ``CodecError``) on malformed bodies.
 ``read_frame`` is the one function that touches a stream: it reads a single frame and
@@ -34,6 +41,11 @@ _HANDSHAKE = struct.Struct(">4sHBQQQ")
 _REQUEST_HEAD = struct.Struct(">QB")
 _RESPONSE_HEAD = struct.Struct(">QB")
 _SNAP_BEGIN_HEAD = struct.Struct(">Q")
+_DISCOVERY_HEAD = struct.Struct(">BQQ")
+_REJECTED_HEAD = struct.Struct(">B")
+DISCOVERY_FORMAT = 1
+MAX_DISCOVERY_BYTES = 4 * 1024 * 1024
+"""Cap on a DISCOVERY_INFO frame: a member list is small; anything larger is refused."""
 
 
 class FrameError(CodecError):
@@ -49,11 +61,21 @@ class FrameKind(enum.IntEnum):
     SNAP_BEGIN = 6
     SNAP_CHUNK = 7
     SNAP_DONE = 8
+    DISCOVERY_INFO = 9
+    REJECTED = 10
 
 
 class Channel(enum.IntEnum):
     MESSAGES = 0
     SNAPSHOT = 1
+    DISCOVERY = 2
+
+
+class RejectReason(enum.IntEnum):
+    """Why a listener refused a handshake (the REJECTED frame's first byte)."""
+
+    MISMATCH = 0  # wrong cluster, receiver, magic, version or channel
+    REMOVED = 1  # the sender was removed from the cluster: it must stop (etcd's 410 Gone)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +86,21 @@ class Handshake:
     cluster_id: int
     sender_id: int
     receiver_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryInfo:
+    """The listener's answer on the DISCOVERY channel."""
+
+    cluster_id: int
+    member_id: int
+    members: bytes  # opaque to the transport: the server's encoded member list
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    reason: int  # a RejectReason, or an unknown code from a newer peer
+    text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +134,34 @@ def decode_handshake(body: bytes) -> Handshake:
         raise FrameError(f"handshake of {len(body)} bytes, want {_HANDSHAKE.size}")
     magic, version, channel, cluster_id, sender, receiver = _HANDSHAKE.unpack(body)
     return Handshake(magic, version, channel, cluster_id, sender, receiver)
+
+
+def encode_discovery_info(d: DiscoveryInfo) -> bytes:
+    return frame(
+        FrameKind.DISCOVERY_INFO,
+        _DISCOVERY_HEAD.pack(DISCOVERY_FORMAT, d.cluster_id, d.member_id) + d.members,
+    )
+
+
+def decode_discovery_info(body: bytes) -> DiscoveryInfo:
+    if len(body) < _DISCOVERY_HEAD.size:
+        raise FrameError("discovery answer too short")
+    fmt, cluster_id, member_id = _DISCOVERY_HEAD.unpack_from(body)
+    if fmt != DISCOVERY_FORMAT:
+        raise FrameError(f"discovery answer of format {fmt}, want {DISCOVERY_FORMAT}")
+    return DiscoveryInfo(cluster_id, member_id, bytes(body[_DISCOVERY_HEAD.size :]))
+
+
+def encode_rejection(r: Rejection) -> bytes:
+    text = r.text.encode("utf-8", errors="replace")[:1024]
+    return frame(FrameKind.REJECTED, _REJECTED_HEAD.pack(r.reason) + text)
+
+
+def decode_rejection(body: bytes) -> Rejection:
+    if len(body) < _REJECTED_HEAD.size:
+        raise FrameError("rejection frame too short")
+    (reason,) = _REJECTED_HEAD.unpack_from(body)
+    return Rejection(reason, body[_REJECTED_HEAD.size :].decode("utf-8", errors="replace"))
 
 
 def encode_request(r: Request) -> bytes:

@@ -20,10 +20,19 @@ next send. ``active_since(peer)`` is the ``time.monotonic()`` at which the curre
 connection completed its handshake, ``None`` while there is none.
 
 Handshake: the dialer's first frame names magic, protocol version, channel, cluster id,
-sender id and receiver id. The listener answers HANDSHAKE_OK, or logs one line and closes on
-any mismatch (wrong cluster, wrong receiver, unknown magic/version/channel), garbage, an
-oversized length or a silent dialer (``handshake_timeout``). A peer never crashes the
-listener; it only loses its own connection.
+sender id and receiver id. The listener answers HANDSHAKE_OK; on any mismatch (wrong
+cluster, wrong receiver, unknown magic/version/channel, a removed sender) it logs one line,
+answers one REJECTED frame with the reason and closes; on garbage, an oversized length or a
+silent dialer (``handshake_timeout``) it logs one line and closes. A peer never crashes the
+listener; it only loses its own connection. A dialer told REJECTED/REMOVED reports
+``on_removed()``: this member was removed from the cluster and must stop, as etcd's member
+does when a peer answers its stream with 410 Gone.
+
+Discovery: a DISCOVERY handshake (see ``frames``) needs no cluster id; the listener answers
+with its cluster id, its member id and the bytes returned by the provider set with
+``set_discovery_provider`` (the server's member list), or REJECTED when none is set.
+``keelson.transport.discovery.discover`` is the dialing side, used by a member that joins an
+existing cluster before it knows the cluster id.
 
 Requests (``request``/``set_request_handler``): a REQUEST frame (request id, kind, payload)
 is queued on the same outbound MESSAGES connection as raft traffic, so it is ordered with
@@ -70,15 +79,21 @@ from keelson.transport.frames import (
     MAGIC,
     PROTOCOL_VERSION,
     Channel,
+    DiscoveryInfo,
     FrameError,
     FrameKind,
     Handshake,
+    Rejection,
+    RejectReason,
     Request,
     Response,
     decode_handshake,
+    decode_rejection,
     decode_request,
     decode_response,
+    encode_discovery_info,
     encode_handshake,
+    encode_rejection,
     encode_request,
     encode_response,
     frame,
@@ -91,7 +106,7 @@ from keelson.transport.snapshot import (
     stream_snapshot,
 )
 
-__all__ = ["PeerStats", "RequestHandler", "Transport", "TransportError"]
+__all__ = ["PeerRejected", "PeerStats", "RequestHandler", "Transport", "TransportError"]
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +117,14 @@ _NETWORK_ERRORS = (OSError, asyncio.IncompleteReadError, TimeoutError, CodecErro
 
 class TransportError(Exception):
     """A request could not be completed; the message says why."""
+
+
+class PeerRejected(FrameError):
+    """The listener answered our handshake with REJECTED (``reason``: a RejectReason)."""
+
+    def __init__(self, reason: int, text: str) -> None:
+        super().__init__(f"rejected by peer: {text}")
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +186,7 @@ class Transport:
         *,
         on_unreachable: Callable[[int], None] | None = None,
         on_snapshot_status: Callable[[int, bool], None] | None = None,
+        on_removed: Callable[[], None] | None = None,
         ssl_server: ssl.SSLContext | None = None,
         ssl_client: ssl.SSLContext | None = None,
         max_queue: int = 4096,
@@ -184,6 +208,8 @@ class Transport:
         self._on_message = on_message
         self._on_unreachable = on_unreachable
         self._on_snapshot_status = on_snapshot_status
+        self._on_removed = on_removed
+        self._discovery: Callable[[], bytes] | None = None
         self._ssl_server = ssl_server
         self._ssl_client = ssl_client
         self._max_queue = max_queue
@@ -201,6 +227,7 @@ class Transport:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # inbound, snapshot and handler tasks
         self._inbound: set[asyncio.StreamWriter] = set()
+        self._inbound_from: dict[int, set[asyncio.StreamWriter]] = {}  # by handshake sender
         self._stopping = False
         self._removed: set[int] = set()
 
@@ -268,6 +295,13 @@ class Transport:
         if peer is not None:
             for t in self._retire(peer, "peer removed"):
                 t.cancel()
+        for w in list(self._inbound_from.get(peer_id, ())):
+            _close(w)  # its next dial is rejected as REMOVED, so it learns it must stop
+
+    def set_discovery_provider(self, provider: Callable[[], bytes]) -> None:
+        """Answer DISCOVERY handshakes with ``provider()`` (the encoded member list), which
+        runs on the event loop for each one and must be quick."""
+        self._discovery = provider
 
     def active_since(self, peer_id: int) -> float | None:
         peer = self._peers.get(peer_id)
@@ -352,9 +386,12 @@ class Transport:
                 )
             )
             await writer.drain()
-            kind, _ = await asyncio.wait_for(
+            kind, body = await asyncio.wait_for(
                 read_frame(reader, self._max_frame), self._dial_timeout
             )
+            if kind == FrameKind.REJECTED:
+                r = decode_rejection(body)
+                raise PeerRejected(r.reason, r.text)
             if kind != FrameKind.HANDSHAKE_OK:
                 raise FrameError(f"unexpected frame kind {kind} in handshake answer")
         except BaseException:
@@ -374,6 +411,7 @@ class Transport:
                     reader, writer = await self._dial(peer, Channel.MESSAGES)
                 except _NETWORK_ERRORS as exc:
                     log.debug("transport: cannot reach peer %x: %r", peer.id, exc)
+                    self._check_removed(exc)
                     peer.next_url += 1
                     peer.dropped += len(peer.queue)
                     peer.queue.clear()
@@ -449,6 +487,17 @@ class Transport:
         for fut in pending.values():
             if not fut.done():
                 fut.set_exception(TransportError(why))
+
+    def _check_removed(self, exc: BaseException) -> None:
+        """A peer refused us as removed from the cluster: tell the owner once per refusal."""
+        if not isinstance(exc, PeerRejected) or exc.reason != RejectReason.REMOVED:
+            return
+        if self._on_removed is None or self._stopping:
+            return
+        try:
+            self._on_removed()
+        except Exception:
+            log.exception("transport: on_removed raised")
 
     def _report_unreachable(self, peer_id: int) -> None:
         if self._on_unreachable is None or self._stopping:
@@ -530,6 +579,7 @@ class Transport:
             failed = False
         except _NETWORK_ERRORS as exc:
             log.warning("transport: sending snapshot to peer %x failed: %r", peer.id, exc)
+            self._check_removed(exc)
         finally:
             _close(writer)
             if not self._stopping:
@@ -557,6 +607,7 @@ class Transport:
         self._tasks.add(task)
         self._inbound.add(writer)
         addr = writer.get_extra_info("peername")
+        sender: int | None = None
         try:
             kind, body = await asyncio.wait_for(
                 read_frame(reader, self._max_frame), self._handshake_timeout
@@ -564,10 +615,17 @@ class Transport:
             if kind != FrameKind.HANDSHAKE:
                 raise FrameError(f"first frame has kind {kind}, not a handshake")
             h = decode_handshake(body)
-            problem = self._check_handshake(h)
+            problem, reason = self._check_handshake(h)
             if problem:
                 log.warning("transport: rejecting connection from %s: %s", addr, problem)
+                writer.write(encode_rejection(Rejection(reason, problem)))
+                await writer.drain()
                 return
+            if h.channel == Channel.DISCOVERY:
+                await self._serve_discovery(addr, writer)
+                return
+            self._inbound_from.setdefault(h.sender_id, set()).add(writer)
+            sender = h.sender_id
             writer.write(frame(FrameKind.HANDSHAKE_OK))
             await writer.drain()
             if h.channel == Channel.MESSAGES:
@@ -580,25 +638,60 @@ class Transport:
             log.debug("transport: connection from %s ended: %r", addr, exc)
         except CodecError as exc:
             log.warning("transport: closing connection from %s: %s", addr, exc)
+        except asyncio.CancelledError:
+            # stop() cancels connection tasks; ending quietly keeps asyncio's stream
+            # callback from logging the cancellation as an error.
+            if not self._stopping:
+                raise
         finally:
             self._inbound.discard(writer)
+            if sender is not None:
+                conns = self._inbound_from.get(sender)
+                if conns is not None:
+                    conns.discard(writer)
+                    if not conns:
+                        del self._inbound_from[sender]
             self._tasks.discard(task)
             _close(writer)
 
-    def _check_handshake(self, h: Handshake) -> str:
+    def _check_handshake(self, h: Handshake) -> tuple[str, int]:
+        """("", _) to accept, else (why, RejectReason)."""
+        mismatch = RejectReason.MISMATCH
         if h.magic != MAGIC:
-            return f"bad magic {h.magic!r}"
+            return f"bad magic {h.magic!r}", mismatch
         if h.version != PROTOCOL_VERSION:
-            return f"protocol version {h.version}, want {PROTOCOL_VERSION}"
+            return f"protocol version {h.version}, want {PROTOCOL_VERSION}", mismatch
+        if h.channel == Channel.DISCOVERY:
+            if self._discovery is None:
+                return "this member does not answer discovery", mismatch
+            return "", 0
         if h.cluster_id != self.cluster_id:
-            return f"cluster id {h.cluster_id:x}, want {self.cluster_id:x}"
+            return f"cluster id {h.cluster_id:x}, want {self.cluster_id:x}", mismatch
         if h.receiver_id != self.local_id:
-            return f"addressed to member {h.receiver_id:x}, this is {self.local_id:x}"
+            return f"addressed to member {h.receiver_id:x}, this is {self.local_id:x}", mismatch
         if h.sender_id in self._removed:
-            return f"member {h.sender_id:x} was removed from the cluster"
+            return (
+                f"member {h.sender_id:x} has been permanently removed from the cluster",
+                RejectReason.REMOVED,
+            )
         if h.channel not in (Channel.MESSAGES, Channel.SNAPSHOT):
-            return f"unknown channel {h.channel}"
-        return ""
+            return f"unknown channel {h.channel}", mismatch
+        return "", 0
+
+    async def _serve_discovery(self, addr: object, writer: asyncio.StreamWriter) -> None:
+        provider = self._discovery
+        if provider is None:  # checked by _check_handshake; kept for the type checker
+            return
+        try:
+            members = provider()
+        except Exception:
+            log.exception("transport: discovery provider raised")
+            writer.write(encode_rejection(Rejection(RejectReason.MISMATCH, "internal error")))
+            await writer.drain()
+            return
+        log.info("transport: answering a discovery request from %s", addr)
+        writer.write(encode_discovery_info(DiscoveryInfo(self.cluster_id, self.local_id, members)))
+        await writer.drain()
 
     def _deliver(self, m: Message) -> None:
         try:

@@ -104,6 +104,7 @@ CASES: list[tuple[str, str, Any, str, Any, list[str]]] = [
         "http://127.0.0.1:3381,http://127.0.0.1:3382",
         "listen_metrics_urls", ("http://127.0.0.1:3381", "http://127.0.0.1:3382"), [],
     ),
+    ("grpc-server", "native", "native", "grpc_server", "native", []),
     (
         "initial-advertise-peer-urls", "http://10.0.0.1:2380", "http://10.0.0.1:2380",
         "initial_cluster", "default=http://10.0.0.1:2380", [],
@@ -123,9 +124,21 @@ CASES: list[tuple[str, str, Any, str, Any, list[str]]] = [
     ("heartbeat-interval", "150", 150, "heartbeat_interval", 150, []),
     ("election-timeout", "3000", 3000, "election_timeout", 3000, []),
     ("snapshot-count", "5000", 5000, "snapshot_count", 5000, []),
+    (
+        "experimental-snapshot-catchup-entries", "10", 10,
+        "experimental_snapshot_catchup_entries", 10, [],
+    ),
+    (  # etcd's YAML holds a time.Duration as integer nanoseconds
+        "experimental-watch-progress-notify-interval", "1m30s", 90_000_000_000,
+        "watch_progress_notify_interval_s", 90.0, [],
+    ),
     ("quota-backend-bytes", "1048576", 1048576, "quota_backend_bytes", 1048576, []),
     ("max-request-bytes", "2097152", 2097152, "max_request_bytes", 2097152, []),
     ("max-txn-ops", "256", 256, "max_txn_ops", 256, []),
+    ("auth-token", "jwt,sign-method=RS256", "jwt,sign-method=RS256", "auth_token",
+     "jwt,sign-method=RS256", []),
+    ("auth-token-ttl", "60", 60, "auth_token_ttl", 60, []),
+    ("bcrypt-cost", "4", 4, "bcrypt_cost", 4, []),
     ("auto-compaction-mode", "revision", "revision", "auto_compaction_mode", "revision", []),
     ("auto-compaction-retention", "1h30m", "1h30m", "auto_compaction_retention", "1h30m", []),
     ("log-level", "debug", "debug", "log_level", "debug", []),
@@ -309,6 +322,10 @@ peer-transport-security:
         ("client-transport-security:\n  cert-file: /c.pem", "--cert-file is not supported yet"),
         ("peer-transport-security:\n  auto-tls: true", "--peer-auto-tls is not supported yet"),
         ("peer-transport-security: yes", "\"peer-transport-security\" must be a mapping"),
+        (
+            "experimental-watch-progress-notify-interval: 10m",
+            '"experimental-watch-progress-notify-interval" must be an integer (nanoseconds)',
+        ),
         ("listen-peer-urls: https://127.0.0.1:2380", "https:// URLs are not supported yet"),
     ],
 )
@@ -376,6 +393,9 @@ def test_security_booleans_set_false_are_accepted() -> None:
         ),
         (["--snapshot-count=-5"], 'invalid value "-5" for flag --snapshot-count: parse error'),
         (["--max-txn-ops= 5"], 'invalid value " 5" for flag --max-txn-ops: parse error'),
+        (["--auth-token=oauth"], '--auth-token: unknown token type "oauth"'),
+        (["--auth-token=jwt,ttl"], "invalid --auth-token option 'ttl'"),
+        (["--bcrypt-cost=-1"], 'invalid value "-1" for flag --bcrypt-cost: parse error'),
         (
             ["--quota-backend-bytes=1e9"],
             'invalid value "1e9" for flag --quota-backend-bytes: parse error',
@@ -467,6 +487,10 @@ def test_security_booleans_set_false_are_accepted() -> None:
             ["--initial-cluster-state", "old"],
             'invalid value "old" for flag --initial-cluster-state: valid values are "new" or '
             '"existing"',
+        ),
+        (
+            ["--grpc-server", "h2o"],
+            'invalid value "h2o" for flag --grpc-server: valid values are "grpcio" or "native"',
         ),
         (["--name", ""], "--name must not be empty"),
         (["--name", "a,b"], "--name \"a,b\" must not contain ',' or '='"),
@@ -736,6 +760,10 @@ DIFFERENTIAL: list[tuple[list[str], dict[str, str], str]] = [
         'invalid value "abc" for ETCD_HEARTBEAT_INTERVAL: parse error',
     ),
     (["--auto-compaction-mode", "x"], {}, 'unknown auto-compaction-mode "x"'),
+    (
+        ["--experimental-watch-progress-notify-interval", "10"], {},
+        'invalid value "10" for flag --experimental-watch-progress-notify-interval: parse error',
+    ),
 ]
 
 

@@ -25,9 +25,14 @@ def _no_etcd_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(key)
 
 
+class _FakeStartError(Exception):
+    """Stands for keelson.server.member.StartError in the fake server module."""
+
+
 def _fake_server(monkeypatch: pytest.MonkeyPatch, serve: object) -> None:
     module = types.ModuleType("keelson.server.member")
     module.serve = serve  # type: ignore[attr-defined]
+    module.StartError = _FakeStartError  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "keelson.server.member", module)
 
 
@@ -140,3 +145,36 @@ def test_python_m_version() -> None:
     proc = _run("--version")
     assert proc.returncode == 0
     assert proc.stdout == f"keelson {importlib.metadata.version('keelson')}\n"
+
+
+def test_a_member_that_cannot_start_exits_1_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def serve(config: ServeConfig, client_server: object = None) -> None:
+        raise _FakeStartError("member 8e9e05c52164694d has already been bootstrapped")
+
+    _fake_server(monkeypatch, serve)
+    assert main(["serve", "--name", "n1", "--log-level", "error"]) == 1
+    assert capsys.readouterr().err == (
+        "keelson: member 8e9e05c52164694d has already been bootstrapped\n"
+    )
+
+
+def test_restart_ignores_initial_cluster_flags(tmp_path: Path) -> None:
+    """Once the WAL exists the data dir wins: a stale --initial-cluster is not refused."""
+    from keelson.cli.config import Notice, parse_serve_args
+
+    stale = ["--name", "m1", "--data-dir", str(tmp_path / "m1"),
+             "--initial-cluster", "other=http://127.0.0.1:1", "--initial-cluster-state", "new"]
+    with pytest.raises(Exception, match="couldn't find local name"):
+        parse_serve_args(stale, {})
+    wal = tmp_path / "m1" / "member" / "wal"
+    wal.mkdir(parents=True)
+    (wal / "0000000000000000-0000000000000000.wal").write_bytes(b"")
+    notices: list[Notice] = []
+    config = parse_serve_args(stale, {}, notices=notices)
+    assert config.is_bootstrapped()
+    assert [n.message for n in notices if "ignored" in n.message] == [
+        f"the server is already initialized (WAL in {str(wal)!r}): --initial-cluster, "
+        "--initial-cluster-state and --initial-cluster-token are ignored"
+    ]

@@ -152,3 +152,40 @@ def test_bootstrap_hard_state_is_in_first_ready() -> None:
     rd = rn.ready()
     assert rd.hard_state is not None and rd.hard_state.commit == 2 and rd.hard_state.term == 1
     assert [e.index for e in rd.entries] == [1, 2] and rd.must_sync
+
+
+def test_propose_many_appends_in_order_and_sends_one_append() -> None:
+    # leader of 3: one MsgProp with three entries -> one MsgApp per follower carrying all
+    s = MemoryStorage()
+    rn = RawNode(Config(id=1, rng=random.Random(3)), s)
+    rn.bootstrap([1, 2, 3])
+    _drain(rn, s)
+    rn.campaign()
+    _drain(rn, s)
+    term = rn.status().hard_state.term + 1  # pre-vote first, then the real vote
+    rn.step(Message(MessageType.PRE_VOTE_RESP, to=1, frm=2, term=term))
+    _drain(rn, s)
+    rn.step(Message(MessageType.VOTE_RESP, to=1, frm=2, term=term))
+    _drain(rn, s)
+    assert rn.status().soft_state.raft_state == StateType.LEADER
+    for peer in (2, 3):  # followers caught up: appends go out in replicate state
+        rn.step(Message(MessageType.APP_RESP, to=1, frm=peer,
+                        term=rn.status().hard_state.term, index=s.last_index()))
+    _drain(rn, s)
+    before = s.last_index()
+    rn.propose_many([b"a", b"b", b"c"])
+    rd = rn.ready()
+    assert [e.data for e in rd.entries] == [b"a", b"b", b"c"]
+    assert [e.index for e in rd.entries] == [before + 1, before + 2, before + 3]
+    apps = [m for m in rd.messages if m.type == MessageType.APP]
+    assert sorted(m.to for m in apps) == [2, 3]
+    assert all([e.data for e in m.entries][-3:] == [b"a", b"b", b"c"] for m in apps)
+
+
+def test_propose_many_without_leader_drops_all() -> None:
+    s = MemoryStorage()
+    rn = RawNode(Config(id=1), s)
+    rn.bootstrap([1, 2, 3])
+    with pytest.raises(ProposalDropped):
+        rn.propose_many([b"x", b"y"])
+    assert s.last_index() == 0 or not any(e.data in (b"x", b"y") for e in rn.ready().entries)

@@ -30,6 +30,8 @@ from keelson.transport.frames import (
     Channel,
     FrameKind,
     Handshake,
+    RejectReason,
+    decode_rejection,
     encode_handshake,
     encode_snap_begin,
     frame,
@@ -63,6 +65,7 @@ class Node:
         self.received: list[Message] = []
         self.unreachable: list[int] = []
         self.snap_status: list[tuple[int, bool]] = []
+        self.removed_calls = 0
         self.kwargs = kwargs
         self.t = self._make()
         self.port = 0
@@ -74,8 +77,12 @@ class Node:
             self.received.append,
             on_unreachable=self.unreachable.append,
             on_snapshot_status=lambda i, f: self.snap_status.append((i, f)),
+            on_removed=self._on_removed,
             **self.kwargs,
         )
+
+    def _on_removed(self) -> None:
+        self.removed_calls += 1
 
     async def start(self, port: int = 0) -> None:
         self.port = await self.t.start("127.0.0.1", port)
@@ -232,15 +239,29 @@ def handshake(cluster: int = CLUSTER, receiver: int = 2, magic: bytes = MAGIC) -
     )
 
 
+def rejection(answer: bytes) -> tuple[int, str]:
+    """The (reason, text) of a listener's whole answer, which must be one REJECTED frame."""
+    (length,) = struct.unpack_from(">I", answer)
+    assert len(answer) == 4 + length and answer[4] == FrameKind.REJECTED
+    r = decode_rejection(answer[5:])
+    return r.reason, r.text
+
+
 def test_bad_handshakes_and_garbage_are_rejected_and_listener_keeps_serving(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     async def body() -> None:
         a, b = await cluster(2, handshake_timeout=0.5)
         caplog.set_level(logging.WARNING, logger="keelson.transport.transport")
-        assert await raw_connect(b.port, handshake(cluster=0xBAD)) == b""
-        assert await raw_connect(b.port, handshake(receiver=3)) == b""
-        assert await raw_connect(b.port, handshake(magic=b"HTTP")) == b""
+        assert rejection(await raw_connect(b.port, handshake(cluster=0xBAD))) == (
+            RejectReason.MISMATCH, "cluster id bad, want c1"
+        )
+        assert rejection(await raw_connect(b.port, handshake(receiver=3))) == (
+            RejectReason.MISMATCH, "addressed to member 3, this is 2"
+        )
+        assert rejection(await raw_connect(b.port, handshake(magic=b"HTTP")))[0] == (
+            RejectReason.MISMATCH
+        )
         assert await raw_connect(b.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n") == b""
         assert await raw_connect(b.port, struct.pack(">I", 0xFFFFFFF0) + b"x") == b""
         assert await raw_connect(b.port, bytes(range(256)) * 4) == b""
@@ -439,6 +460,7 @@ def test_removed_member_is_rejected_and_its_requests_fail() -> None:
         a.t.send([hb(1, 2, 9)])
         await eventually(lambda: 2 in a.unreachable)
         assert b.received == []
+        assert a.removed_calls >= 1  # told why: it must stop, as etcd's removed member does
         await stop_all([a, b])
 
     run(body())
@@ -508,6 +530,26 @@ def test_malformed_snapshot_streams_are_refused() -> None:
         good = encode_snap_begin(10, header) + frame(FrameKind.SNAP_CHUNK, bytes(range(10)))
         assert await raw_connect(b.port, hs + good) == ok + frame(FrameKind.SNAP_DONE)
         assert b.received == [snap_message(10)]
+        await stop_all([a, b])
+
+    run(body())
+
+
+def test_remove_peer_closes_its_inbound_connection_and_it_learns_it_was_removed() -> None:
+    async def body() -> None:
+        a, b = await cluster(2)
+        a.t.send([hb(1, 2, 3)])
+        await eventually(lambda: len(b.received) == 1)
+        assert a.removed_calls == 0
+        b.t.remove_peer(1)  # a's established connection to b is closed by b
+
+        async def until_told() -> None:
+            while a.removed_calls == 0:
+                a.t.send([hb(1, 2, 4)])
+                await asyncio.sleep(0.02)
+
+        await asyncio.wait_for(until_told(), 5)
+        assert [m.term for m in b.received] == [3]
         await stop_all([a, b])
 
     run(body())

@@ -1,0 +1,116 @@
+"""Before/after: two keelson source trees under the same load, alternating, in one run.
+
+    git archive HEAD keelson | tar -x -C /tmp/before      # a tree to compare with
+    python -m bench.ab /tmp/before                          # put 3m 16/256, 2 rounds each
+    python -m bench.ab /tmp/before --load range --level 1/1 --total 500 --rounds 3
+
+Each round starts a fresh cluster from each tree (``before`` = the ``keelson`` package in
+the given directory, ``after`` = this checkout), alternating which goes first, drives it with
+etcd's ``benchmark`` and reports requests/s, latency, and the CPU time the members spent
+per request (utime+stime of every member process from /proc, summed over members, divided
+by requests). On a shared 2-core machine the CPU per request is the steadier figure: it
+does not depend on how much CPU the other processes left over.
+
+The tree is chosen per member process with ``PYTHONSAFEPATH=1`` (the launch directory is
+not put first on ``sys.path``) and ``PYTHONPATH=<tree>``, so everything else (the venv, the
+benchmark binary, the flags) is identical.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.run import PUT, REPO, Figures, ensure_benchmark, run_benchmark
+from keelson.testing.etcd import etcdctl
+from keelson.testing.local_cluster import LocalCluster
+
+LOADS = {
+    "put": ["put", *PUT],
+    "range": ["range", "k", "--consistency", "l"],
+    "range-s": ["range", "k", "--consistency", "s"],
+    "txn-put": ["txn-put", *PUT],
+}
+
+
+@dataclass(frozen=True)
+class Sample:
+    figures: Figures
+    cpu_us_per_req: float
+
+
+def _cpu_seconds(cluster: LocalCluster) -> float:
+    """utime + stime of every member process so far, in seconds."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for m in cluster.members:
+        assert m.proc is not None
+        fields = Path(f"/proc/{m.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def one(tree: Path, workdir: Path, members: int, conns: int, clients: int, load: str,
+        total: int) -> Sample:
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "PYTHONSAFEPATH")}
+    os.environ["PYTHONPATH"] = str(tree)
+    os.environ["PYTHONSAFEPATH"] = "1"
+    try:
+        cluster = LocalCluster("keelson", members, workdir).start()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    try:
+        if load.startswith("range"):
+            etcdctl(cluster.endpoints, "put", "k", "v" * 256)
+        c0 = _cpu_seconds(cluster)
+        f = run_benchmark(ensure_benchmark(), cluster.endpoints, conns, clients,
+                          [*LOADS[load], "--total", str(total)])
+        return Sample(f, (_cpu_seconds(cluster) - c0) / total * 1e6)
+    finally:
+        cluster.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.ab")
+    ap.add_argument("before", type=Path, help="a directory holding the keelson package")
+    ap.add_argument("--load", choices=sorted(LOADS), default="put")
+    ap.add_argument("--members", type=int, default=3)
+    ap.add_argument("--level", default="16/256", help="conns/clients")
+    ap.add_argument("--total", type=int, default=6000)
+    ap.add_argument("--rounds", type=int, default=2)
+    ns = ap.parse_args(argv)
+    if not (ns.before / "keelson" / "__init__.py").exists():
+        raise SystemExit(f"{ns.before} holds no keelson package")
+    conns, clients = (int(x) for x in ns.level.split("/"))
+    trees = {"before": ns.before.resolve(), "after": REPO}
+    got: dict[str, list[Sample]] = {k: [] for k in trees}
+    print(f"{ns.load} {ns.members}m {conns}/{clients}, {ns.total} requests, "
+          f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="keelson-ab-") as tmp:
+        for r in range(ns.rounds):
+            order = list(trees) if r % 2 == 0 else list(reversed(trees))
+            for name in order:
+                s = one(trees[name], Path(tmp) / f"{name}-{r}", ns.members, conns, clients,
+                        ns.load, ns.total)
+                got[name].append(s)
+                f = s.figures
+                print(f"{name:6} {f.rps:8.0f} req/s  avg {f.avg_ms:8.2f} ms  "
+                      f"p99 {f.p99_ms:8.2f} ms  cpu {s.cpu_us_per_req:6.0f} us/req", flush=True)
+    for name, samples in got.items():
+        rps = sum(s.figures.rps for s in samples) / len(samples)
+        cpu = sum(s.cpu_us_per_req for s in samples) / len(samples)
+        print(f"{name:6} mean {rps:8.0f} req/s  cpu {cpu:6.0f} us/req")
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

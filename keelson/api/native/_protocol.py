@@ -1,0 +1,284 @@
+"""The asyncio Protocol of one client connection: bytes <-> ``H2Connection`` <-> calls.
+
+Theory of operation. ``data_received`` feeds the socket's bytes to the sans-I/O
+``H2Connection`` and routes its events: a request opens a :class:`~._call.Call` (or is
+answered at once: unknown method, bad content-type, malformed ``grpc-timeout``), DATA and
+END_STREAM feed it, RST_STREAM cancels it, WINDOW_UPDATE wakes its writer. PINGs and
+SETTINGS are answered by the core itself.
+
+Invariants:
+* Output is batched per event-loop turn: whatever queues bytes calls ``schedule_flush``,
+  which arranges one ``transport.write`` of ``data_to_send()`` via ``loop.call_soon`` - so
+  the answers of every call finishing in one turn leave in one write.
+* Backpressure both ways: while the transport's write buffer is above its high-water mark
+  (``pause_writing``) we stop reading the socket, so a client that does not read cannot
+  make us parse (and answer) more requests; request bytes are acknowledged only as calls
+  consume them (see ``_call``), so a slow handler closes the client's window.
+* ``data_received`` never raises: the core answers protocol errors on the wire, and an
+  unexpected failure here closes this connection only.
+* After ``shutdown`` (graceful GOAWAY) the transport closes as soon as no call is left;
+  after ``ConnectionTerminated(remote=False)`` it closes after the final flush.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any, cast
+
+from keelson.api.native._call import INTERNAL, Call
+from keelson.api.native._wire import MessageReader, parse_timeout, trailers_only
+from keelson.http2 import (
+    ConnectionTerminated,
+    DataReceived,
+    H2Connection,
+    H2Error,
+    RequestReceived,
+    StreamEnded,
+    StreamReset,
+    TrailersReceived,
+    WindowUpdated,
+)
+
+if TYPE_CHECKING:
+    from keelson.api.native._server import NativeServer
+
+_log = logging.getLogger("keelson.api.native")
+
+UNIMPLEMENTED = 12
+#: Transport write-buffer marks: above HIGH we stop reading until it drains below LOW.
+WRITE_BUFFER_HIGH = 1 << 20
+WRITE_BUFFER_LOW = 256 * 1024
+
+
+class GrpcProtocol(asyncio.Protocol):
+    """One client connection of the native gRPC server."""
+
+    def __init__(self, server: NativeServer) -> None:
+        self._server = server
+        self._loop = asyncio.get_running_loop()
+        self.h2 = H2Connection(server.h2_config)
+        self.transport: asyncio.Transport | None = None
+        self.peer = "unknown"
+        self.writing_paused = False
+        self._calls: dict[int, Call] = {}
+        self._window_waiters: set[Call] = set()
+        self._flush_scheduled = False
+        self._closing = False  # the transport is closing or closed
+        self._draining = False  # our GOAWAY went out; close once the calls are done
+
+    # ------------------------------------------------------------ asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.transport = transport
+        transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH, low=WRITE_BUFFER_LOW)
+        self.peer = _peer_name(transport.get_extra_info("peername"))
+        self._server.connection_opened(self)
+        # Our preface (SETTINGS + WINDOW_UPDATE) waits for the client's first bytes: an
+        # HTTP/1.1 client then gets a readable 505 instead of binary frames.
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._handle(self.h2.receive_data(data))
+        except Exception:
+            _log.exception("closing the connection from %s after an unexpected error", self.peer)
+            self._close()
+            return
+        self.schedule_flush()
+
+    def eof_received(self) -> bool | None:
+        return False  # the client will send nothing more: close (calls are cancelled)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        for call in list(self._calls.values()):
+            call.on_reset()
+        self._calls.clear()
+        self._server.connection_closed(self)
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+        if self.transport is not None and not self._closing:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        if self.transport is not None and not self._closing:
+            self.transport.resume_reading()
+        self._wake_writers()
+
+    # ------------------------------------------------------------ events
+
+    def _handle(self, events: list[Any]) -> None:
+        calls = self._calls
+        for event in events:
+            kind = type(event)
+            if kind is DataReceived:
+                call = calls.get(event.stream_id)
+                if call is None:
+                    self.acknowledge(event.stream_id, event.flow_controlled_length)
+                else:
+                    call.on_data(event.data, event.flow_controlled_length)
+            elif kind is RequestReceived:
+                self._on_request(event)
+            elif kind is StreamEnded or kind is TrailersReceived:
+                call = calls.get(event.stream_id)
+                if call is not None:
+                    call.on_end()
+            elif kind is WindowUpdated:
+                self._wake_writers()
+            elif kind is StreamReset:
+                call = calls.pop(event.stream_id, None)
+                if call is not None:
+                    call.on_reset()
+            elif kind is ConnectionTerminated:
+                if not event.remote:  # we ended it for the client's fault: flush and close
+                    self._draining = True
+                    for call in list(calls.values()):
+                        call.on_reset()
+                    calls.clear()
+
+    def _on_request(self, event: RequestReceived) -> None:
+        sid = event.stream_id
+        path = method = content_type = timeout = encoding = None
+        for name, value in event.headers:
+            if name == b":path":
+                path = value
+            elif name == b":method":
+                method = value
+            elif name == b"content-type":
+                content_type = value
+            elif name == b"grpc-timeout":
+                timeout = value
+            elif name == b"grpc-encoding":
+                encoding = value
+        h2 = self.h2
+        if method != b"POST":
+            h2.send_headers(sid, ((b":status", b"405"),), end_stream=True)
+            return
+        if content_type is None or not (
+            content_type == b"application/grpc" or content_type.startswith(b"application/grpc+")
+            or content_type.startswith(b"application/grpc;")
+        ):
+            h2.send_headers(sid, ((b":status", b"415"),), end_stream=True)
+            return
+        route = self._server.routes.get(path or b"")
+        if route is None:
+            message = _unknown(path or b"", self._server.services)
+            h2.send_headers(sid, trailers_only(UNIMPLEMENTED, message), end_stream=True)
+            return
+        deadline = None
+        if timeout is not None:
+            try:
+                deadline = self._loop.time() + parse_timeout(timeout)
+            except ValueError as err:
+                message = f"malformed grpc-timeout: {err}"
+                h2.send_headers(sid, trailers_only(INTERNAL, message), end_stream=True)
+                return
+        reader = MessageReader(self._server.max_receive_bytes, encoding)
+        call = Call(self, sid, route, event.headers, deadline, reader)
+        self._calls[sid] = call
+        if not route.unary_request:
+            call.start(None)
+
+    # ------------------------------------------------------------ used by calls
+
+    def now(self) -> float:
+        """The event loop's clock (deadlines are in it)."""
+        return self._loop.time()
+
+    def acknowledge(self, stream_id: int, n: int) -> None:
+        """Return ``n`` consumed request bytes to the client's windows."""
+        if n and not self._closing:
+            try:
+                self.h2.acknowledge_received_data(stream_id, n)
+            except H2Error:
+                _log.exception("acknowledging %d bytes on stream %d", n, stream_id)
+            self.schedule_flush()
+
+    def call_done(self, call: Call) -> None:
+        """A call sent its status (or lost its stream): forget it."""
+        if self._calls.get(call.stream_id) is call:
+            del self._calls[call.stream_id]
+        self._window_waiters.discard(call)
+        if self._draining and not self._calls:
+            self.schedule_flush()
+
+    def wait_for_window(self, call: Call) -> None:
+        """``call`` waits in ``write`` until a window grows or the transport resumes."""
+        self._window_waiters.add(call)
+
+    def _wake_writers(self) -> None:
+        waiters, self._window_waiters = self._window_waiters, set()
+        for call in waiters:
+            call.wake_writer()
+
+    def schedule_flush(self) -> None:
+        """Write out everything queued, once, at the end of this event-loop turn."""
+        if not self._flush_scheduled and not self._closing:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._closing or self.transport is None:
+            return
+        data = self.h2.data_to_send()
+        if data:
+            self.transport.write(data)
+        if self.h2.terminated or (self._draining and not self._calls):
+            self._close()
+
+    def _close(self) -> None:
+        if not self._closing and self.transport is not None:
+            self._closing = True
+            self.transport.close()
+
+    # ------------------------------------------------------------ used by the server
+
+    @property
+    def open_calls(self) -> int:
+        return len(self._calls)
+
+    def shutdown(self) -> None:
+        """Graceful stop: GOAWAY (no new streams), keep serving the calls already open."""
+        if self._closing:
+            return
+        self._draining = True
+        if not self.h2.terminated:
+            try:
+                self.h2.goaway()
+            except H2Error:
+                pass
+        self.schedule_flush()
+
+    def cancel_calls(self) -> None:
+        """The grace ran out: end every open call with UNAVAILABLE, then close."""
+        for call in list(self._calls.values()):
+            call.on_shutdown()
+        self.schedule_flush()
+
+    def abort(self) -> None:
+        """Close the transport now (the last resort of ``stop``)."""
+        if self.transport is not None:
+            self._closing = True
+            self.transport.abort()
+
+
+def _peer_name(address: Any) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"ipv6:[{host}]:{port}" if ":" in str(host) else f"ipv4:{host}:{port}"
+    return "unknown"
+
+
+def _unknown(path: bytes, services: frozenset[str]) -> str:
+    """grpc-go's text for a path no service serves."""
+    text = path.decode("utf-8", "replace")
+    service, _, method = text.lstrip("/").rpartition("/")
+    if not service:
+        return f"malformed method name: {text!r}"
+    if service not in services:
+        return f"unknown service {service}"
+    return f"unknown method {method} for service {service}"
