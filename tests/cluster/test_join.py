@@ -65,7 +65,8 @@ def eventually(pred: Callable[[], bool], what: str, timeout: float = 60.0) -> No
 def member_add(c: ProcessCluster, name: str, url: str, *flags: str) -> tuple[int, str]:
     """Run ``etcdctl member add``; (new member id, the ETCD_INITIAL_CLUSTER it printed)."""
     out = ctl(c.endpoints, "member", "add", name, f"--peer-urls={url}", *flags)
-    mid = re.search(r"Member ([0-9a-f]+) added to cluster", out)
+    # etcdctl pads the id to 16 hex digits with spaces: "Member  c338025d1470118 added"
+    mid = re.search(r"Member\s+([0-9a-f]+) added to cluster", out)
     initial = re.search(r'^ETCD_INITIAL_CLUSTER="([^"]*)"$', out, re.M)
     assert mid and initial, out
     assert 'ETCD_INITIAL_CLUSTER_STATE="existing"' in out
