@@ -37,8 +37,10 @@ proto: $(STAMP)
 
 test: $(STAMP) deps-system lint typecheck importcheck
 	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -m torture tests/torture
 
-# The fault torture suite's short schedule (about 3.5 minutes): real members, faults, checkers.
+# The fault torture suite's short schedule (about 3.5 minutes; also the last step of `make test`):
+# real members, faults, checkers.
 # Longer: $(PY) -m tests.torture --time 600 --seed S [--nodes 5]; see tests/torture/README.md.
 torture: $(STAMP)
 	$(PY) -m pytest -q -m torture tests/torture

@@ -9,8 +9,9 @@ which member, how long, which bytes of a WAL to tear) comes from the run's seed;
 clock only decides *when* the cluster is in which state.
 
 Kinds (``ALL_KINDS``): SIGKILL of the leader, a follower, a majority, all members (each
-restarted from its data dir on heal); ``torn-wal`` (SIGKILL one member, then truncate or
-garble the last written bytes of the newest WAL segment before the restart); SIGSTOP of the
+restarted from its data dir on heal); ``torn-wal`` (SIGKILL one member, then leave a torn,
+never-acknowledged record after the last complete one in its newest WAL segment, garbage,
+or a truncated file, before the restart); SIGSTOP of the
 leader or a random member for longer than the election timeout; partitions through the
 proxy: majority/minority, isolated leader, bridge (one member sees both sides), one-way
 cuts (the leader's outbound links, or one member's inbound links), slow links (delay);
@@ -21,6 +22,7 @@ is only in the default schedule when joining over the network works.
 from __future__ import annotations
 
 import random
+import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -51,32 +53,67 @@ MEMBERSHIP_KINDS = ("membership",)
 ALL_KINDS = BASE_KINDS + MEMBERSHIP_KINDS
 
 
+_FRAME_HEAD = struct.Struct("<IB")  # keelson.wal's frame header: payload length, type
+
+
 def newest_wal_segment(data_dir: Path) -> Path | None:
     segs = sorted((data_dir / "member" / "wal").glob("*.wal"))
     return segs[-1] if segs else None
 
 
-def tear_wal_tail(data_dir: Path, rng: random.Random) -> str:
-    """Truncate or garble the last written bytes of the newest WAL segment; describe it.
+def _records_end(data: bytes) -> int:
+    """Offset just past the last complete frame of a segment (frames: u32 length, u8 type,
+    payload, u32 crc); the preallocated zero tail starts there. A frame whose length runs
+    past the file ends the walk before it (a write cut short by the kill)."""
+    off = 0
+    while off + _FRAME_HEAD.size <= len(data):
+        length, rtype = _FRAME_HEAD.unpack_from(data, off)
+        if rtype == 0 and length == 0:
+            break
+        end = off + _FRAME_HEAD.size + length + 4
+        if end > len(data):
+            break
+        off = end
+    return off
 
-    Segments are preallocated (zero-filled), so "the last bytes" are those before the
-    zero tail: the end of the last record appended.
+
+def tear_wal_tail(data_dir: Path, rng: random.Random) -> str:
+    """Leave the newest WAL segment as a crash in the middle of an append would; describe it.
+
+    Only bytes past the last complete record change: a record whose write was cut short
+    was never fsynced, so never acknowledged, and losing it is what a real crash does.
+    (Damaging bytes of complete records would model a disk that loses fsynced data,
+    which Raft does not tolerate: a member forgetting an acknowledged entry can elect a
+    leader without it.) Three shapes, chosen by ``rng``:
+
+    - ``partial``: the header of an entry record and part of its payload (a torn write);
+    - ``garbage``: 1-48 random bytes (a sector holding junk after the crash);
+    - ``truncate``: a partial record, then the file cut a few bytes after it (the
+      preallocated tail lost too, as on a file system that did not keep the size).
     """
     seg = newest_wal_segment(data_dir)
     if seg is None:
         return "no WAL segment"
     data = bytearray(seg.read_bytes())
-    end = len(data.rstrip(b"\0"))
-    if end == 0:
-        return f"{seg.name}: empty"
-    n = rng.randint(1, min(48, end))
-    if rng.random() < 0.5:
-        data[end - n : end] = bytes(n)
-        how = f"zeroed the last {n} of {end} written bytes"
+    end = _records_end(bytes(data))
+    room = len(data) - end
+    if end == 0 or room < 16:
+        return f"{seg.name}: no room after the last record (end {end})"
+    shape = rng.choice(("partial", "garbage", "truncate"))
+    if shape == "garbage":
+        junk = bytes([rng.randrange(1, 256)]) + rng.randbytes(rng.randint(0, 47))
     else:
-        for i in range(end - n, end):
-            data[i] = rng.randrange(256)
-        how = f"garbled the last {n} of {end} written bytes"
+        length = rng.randint(16, 512)
+        body = rng.randbytes(rng.randint(0, min(length + 3, room - _FRAME_HEAD.size)))
+        junk = _FRAME_HEAD.pack(length, 3) + body  # 3: an entry record
+    junk = junk[:room]
+    data[end : end + len(junk)] = junk
+    if shape == "truncate":
+        size = min(len(data), end + len(junk) + rng.randint(0, 8))
+        del data[size:]
+        how = f"truncate: {len(junk)} bytes of a partial record after {end}, file cut at {size}"
+    else:
+        how = f"{shape}: {len(junk)} bytes after the last record at {end}"
     seg.write_bytes(bytes(data))
     return f"{seg.name}: {how}"
 

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from keelson.raft.types import Entry, HardState
 from keelson.transport.frames import MAGIC, PROTOCOL_VERSION, Handshake, encode_handshake
+from keelson.wal import WAL
 from tests.torture.faults import tear_wal_tail
 from tests.torture.proxy import PeerProxy
 from tests.torture.workloads import run_micro_ops
@@ -114,22 +116,35 @@ def test_proxy_delay_holds_bytes(proxy: PeerProxy) -> None:
     assert time.monotonic() - t0 >= 0.25
 
 
-def test_tear_wal_tail_changes_only_the_last_written_bytes(tmp_path: Path) -> None:
-    wal = tmp_path / "member" / "wal"
-    wal.mkdir(parents=True)
-    written = bytes(range(1, 201))
-    seg = wal / "0000000000000001-0000000000000000.wal"
-    seg.write_bytes(written + bytes(1000))
-    (wal / "0000000000000000-0000000000000000.wal").write_bytes(b"\x01" * 50)
-    for seed in range(20):
-        seg.write_bytes(written + bytes(1000))
-        desc = tear_wal_tail(tmp_path, random.Random(seed))
+def test_tear_wal_tail_changes_only_bytes_after_the_last_record(tmp_path: Path) -> None:
+    """A real WAL of complete records: tearing never touches them, every shape occurs, the
+    member's WAL reader repairs the tail, keeps every entry and appends after it."""
+    shapes: set[str] = set()
+    for seed in range(30):
+        data_dir = tmp_path / str(seed)
+        d = data_dir / "member" / "wal"
+        wal = WAL.create(d, b"m", segment_size=64 * 1024)
+        rng = random.Random(seed)
+        entries = [Entry(1, i, data=rng.randbytes(rng.randrange(1, 200))) for i in range(1, 40)]
+        for e in entries:
+            wal.save(HardState(1, 0, e.index), [e], must_sync=True)
+        written = wal.segment_offset
+        wal.close()
+        seg = sorted(d.glob("*.wal"))[-1]
+        before = seg.read_bytes()
+        desc = tear_wal_tail(data_dir, random.Random(seed))
         after = seg.read_bytes()
-        assert seg.name in desc
-        assert len(after) in (1200,)
-        changed = [i for i in range(1200) if after[i] != (written + bytes(1000))[i]]
-        assert changed, desc
-        assert min(changed) >= 200 - 48 and max(changed) < 200
+        shapes.add(desc.split(": ")[1])
+        assert after[:written] == before[:written], desc
+        assert after != before, desc
+        wal, got = WAL.open(d, segment_size=64 * 1024)
+        assert list(got.entries) == entries, desc
+        wal.save(None, [Entry(1, 40, data=b"after")], must_sync=True)
+        wal.close()
+        wal, got = WAL.open(d, segment_size=64 * 1024)
+        assert [e.index for e in got.entries] == list(range(1, 41)), desc
+        wal.close()
+    assert shapes == {"partial", "garbage", "truncate"}, shapes
 
 
 def test_micro_ops_read_own_appends() -> None:

@@ -38,6 +38,7 @@ from keelson.proto.etcdserverpb import rpc_pb2 as pb
 from keelson.proto.etcdserverpb import rpc_pb2_grpc as pbg
 from tests.torture.history import Op, Status, WatchEvent
 from tests.torture.leasecheck import (
+    DEFAULT_GRACE_NS,
     KeyObservation,
     LeaseAttach,
     LeaseGrant,
@@ -578,7 +579,10 @@ class LeaseClient(Worker):
             return
         if self.rng.random() < 0.5:
             self.revoke(lease_id)
-        end = time.monotonic() + ttl + self.rng.uniform(0.5, 2.0)
+        # Observe past the latest moment the lease may still live (the checker's bound:
+        # last refresh + TTL + grace), so a lease that outlives it is seen: late-expiry.
+        grace = DEFAULT_GRACE_NS / 1e9
+        end = time.monotonic() + ttl + grace + self.rng.uniform(0.5, 2.0)
         while time.monotonic() < end and not self.stop.is_set():
             self.observe(keys)
             self.stop.wait(0.3)
