@@ -37,6 +37,7 @@ proto: $(STAMP)
 
 test: $(STAMP) deps-system lint typecheck importcheck
 	$(PY) -m pytest -q tests
+	KEELSON_GRPC_SERVER=grpcio $(PY) -m pytest -q tests/api tests/clients
 	$(PY) -m pytest -q -m torture tests/torture
 
 # The fault torture suite's short schedule (about 3.5 minutes; also the last step of `make test`):

@@ -7,8 +7,14 @@ logged with the method name and answered ``UNAVAILABLE`` (the client may retry) 
 traceback on the wire; the member keeps serving. Cancellation propagates untouched.
 
 The identity hook: etcd clients send the auth token as the ``token`` metadata key;
-:func:`token_of` returns it (or None) and handlers pass it to the server as
-``identity=...`` only when present, so the server decides what an identity means.
+:func:`token_of` returns it (or None). A client on a TLS connection that presented a
+verified certificate is also named by the certificate's Common Name (gRPC's
+``auth_context()["x509_common_name"]``, which the native front end provides too):
+:func:`identity_of` returns the token when one was sent (a token wins, as in etcd 3.4's
+``AuthInfoFromCtx``), else a :class:`~keelson.server.auth.CertificateName`, else None.
+Handlers pass it to the server as ``identity=...`` only when present, so the server
+decides what an identity means (a certificate name counts only with
+``--client-cert-auth``, as etcd's ``ClientCertAuthEnabled``).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import grpc
 import grpc.aio
 
 from keelson.proto.errors import EtcdError
+from keelson.server.auth import CertificateName
 
 _log = logging.getLogger("keelson.api")
 
@@ -43,10 +50,33 @@ def token_of(context: grpc.aio.ServicerContext) -> str | None:
     return None
 
 
+def certificate_name_of(context: grpc.aio.ServicerContext) -> CertificateName | None:
+    """The Common Name of the client's verified TLS certificate, if it presented one.
+
+    A certificate without a Common Name gives ``CertificateName("")`` (etcd then answers
+    "user name is empty" when auth is enabled); a plain-text connection gives None.
+    """
+    auth_context = context.auth_context()
+    names = auth_context.get("x509_common_name")
+    if names:
+        return CertificateName(names[0].decode("utf-8", "replace"))
+    if auth_context.get("x509_pem_cert"):
+        return CertificateName("")
+    return None
+
+
+def identity_of(context: grpc.aio.ServicerContext) -> str | CertificateName | None:
+    """The caller's identity: its token if it sent one, else its certificate's name."""
+    token = token_of(context)
+    if token is not None:
+        return token
+    return certificate_name_of(context)
+
+
 def identity_kwargs(context: grpc.aio.ServicerContext) -> dict[str, Any]:
     """Keyword arguments carrying the caller's identity to the server (empty when none)."""
-    token = token_of(context)
-    return {} if token is None else {"identity": token}
+    identity = identity_of(context)
+    return {} if identity is None else {"identity": identity}
 
 
 async def abort_with(context: grpc.aio.ServicerContext, err: EtcdError) -> None:

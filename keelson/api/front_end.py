@@ -6,6 +6,8 @@ one that serves etcd's gRPC API on the client addresses and, when ``--listen-met
 is set, ``/health``, ``/version`` and ``/metrics`` on those addresses. Both start and stop
 together. ``--grpc-server`` picks the gRPC implementation: ``grpcio`` (grpc.aio) or
 ``native`` (``keelson.api.native``, on keelson's own HTTP/2); both serve the same servicers.
+With a :class:`~keelson.api.serving_tls.ServingTLS`, the client addresses it lists are
+served over TLS by either implementation (and the HTTP endpoints stay on their own URLs).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from keelson.api.grpc_server import DEFAULT_MAX_REQUEST_BYTES, build_grpc_server
 from keelson.api.http import HttpEndpoints
 from keelson.api.native import build_native_server
+from keelson.api.serving_tls import ServingTLS
 
 GRPC_SERVERS = ("grpcio", "native")
 
@@ -41,11 +44,15 @@ class FrontEnd:
 def front_end_factory(
     metrics_addresses: Sequence[tuple[str, int]],
     request_timeout: float,
-    grpc_server: str = "grpcio",
+    grpc_server: str = "native",
+    tls: ServingTLS | None = None,
+    metrics_tls: Sequence[tuple[str, int]] = (),
 ) -> Callable[..., FrontEnd]:
     """The ``client_server`` factory ``keelson serve`` hands to the member.
 
-    ``grpc_server``: ``"grpcio"`` or ``"native"`` (ValueError otherwise).
+    ``grpc_server``: ``"grpcio"`` or ``"native"`` (ValueError otherwise). ``tls``: the
+    client-side TLS (its ``addresses`` are served with it). ``metrics_tls``: the metrics
+    addresses that are ``https://`` (served with ``tls.http_context``).
     """
     if grpc_server not in GRPC_SERVERS:
         raise ValueError(f"unknown gRPC server {grpc_server!r} (want grpcio or native)")
@@ -56,9 +63,15 @@ def front_end_factory(
         listen_addresses: Sequence[str],
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     ) -> FrontEnd:
-        grpc = build_grpc(server, listen_addresses, max_request_bytes)
+        grpc = build_grpc(server, listen_addresses, max_request_bytes, tls)
         http = (
-            HttpEndpoints(server, metrics_addresses, request_timeout)
+            HttpEndpoints(
+                server,
+                metrics_addresses,
+                request_timeout,
+                ssl_context=tls.http_context if tls is not None else None,
+                tls_addresses=metrics_tls,
+            )
             if metrics_addresses
             else None
         )

@@ -5,6 +5,10 @@ receive limit to that plus 512 KiB of headroom, so a request slightly over the l
 reaches the server and gets etcd's ``etcdserver: request is too large`` (the server's
 check) while a grossly oversized one is refused by gRPC with RESOURCE_EXHAUSTED. Sends
 are unlimited, as in etcd.
+
+TLS: an address listed in a :class:`~keelson.api.serving_tls.ServingTLS` is bound with
+``grpc.ssl_server_credentials`` (the trusted CA as root certificates, a client certificate
+required when the member requires one); the others stay plain text.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from keelson.api.cluster import ClusterServicer
 from keelson.api.kv import KVServicer
 from keelson.api.lease import LeaseServicer
 from keelson.api.maintenance import MaintenanceServicer
+from keelson.api.serving_tls import ServingTLS
 from keelson.api.watch import WatchServicer
 from keelson.proto.etcdserverpb import rpc_pb2_grpc as pbg
 
@@ -61,17 +66,35 @@ def bind(srv: grpc.aio.Server, address: str) -> int:
     return port
 
 
+def bind_tls(srv: grpc.aio.Server, address: str, tls: ServingTLS) -> int:
+    """Listen with TLS on ``host:port`` (port 0: the OS picks); return the bound port."""
+    credentials = grpc.ssl_server_credentials(
+        [(tls.private_key, tls.certificate_chain)],
+        root_certificates=tls.root_certificates,
+        require_client_auth=tls.require_client_auth,
+    )
+    port: int = srv.add_secure_port(address, credentials)
+    if port == 0:
+        raise RuntimeError(f"cannot listen on {address}")
+    return port
+
+
 def build_grpc_server(
     server: Any,
     listen_addresses: Sequence[str],
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    tls: ServingTLS | None = None,
 ) -> grpc.aio.Server:
-    """The client-facing server, bound to every ``host:port`` in ``listen_addresses``.
+    """The client-facing server, bound to every ``host:port`` in ``listen_addresses``
+    (with TLS where ``tls`` says so).
 
     Not yet started: ``await srv.start()``. Raises RuntimeError if an address cannot be
     bound. Use :func:`create_grpc_server` and :func:`bind` to learn OS-assigned ports.
     """
     srv = create_grpc_server(server, max_request_bytes)
     for address in listen_addresses:
-        bind(srv, address)
+        if tls is not None and tls.serves(address):
+            bind_tls(srv, address, tls)
+        else:
+            bind(srv, address)
     return srv

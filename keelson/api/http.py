@@ -14,6 +14,8 @@ etcd's metrics URL works unchanged.
 - ``GET /metrics``: Prometheus text format (see :mod:`keelson.api.metrics`).
 
 One asyncio server per address, on the member's event loop; HTTP/1.1 parsing is h11's.
+Addresses listed in ``tls_addresses`` (``https://`` metrics URLs) are served over TLS with
+the client side's certificate (``ssl_context``), as etcd serves them.
 A client that sends garbage, too much, or nothing gets 400 or a closed connection; it can
 never hurt the member. Keep-alive is supported; each connection is served sequentially.
 """
@@ -24,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import ssl
 from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
@@ -46,9 +49,21 @@ IDLE_TIMEOUT = 30.0
 class HttpEndpoints:
     """The HTTP side of a member's API; ``start`` binds, ``stop`` closes everything."""
 
-    def __init__(self, server: Any, addresses: Sequence[tuple[str, int]], request_timeout: float):
+    def __init__(
+        self,
+        server: Any,
+        addresses: Sequence[tuple[str, int]],
+        request_timeout: float,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        tls_addresses: Sequence[tuple[str, int]] = (),
+    ):
+        if tls_addresses and ssl_context is None:
+            raise ValueError("https metrics addresses need the client TLS context")
         self._server = server
         self._addresses = list(addresses)
+        self._ssl = ssl_context
+        self._tls_addresses = set(tls_addresses)
         self._timeout = request_timeout
         self._servers: list[asyncio.Server] = []
         self._conns: set[asyncio.Task[None]] = set()
@@ -57,10 +72,16 @@ class HttpEndpoints:
 
     async def start(self) -> None:
         for host, port in self._addresses:
-            srv = await asyncio.start_server(self._serve_conn, host, port)
+            secure = (host, port) in self._tls_addresses
+            srv = await asyncio.start_server(
+                self._serve_conn, host, port, ssl=self._ssl if secure else None
+            )
             self._servers.append(srv)
             self.ports.append(srv.sockets[0].getsockname()[1])
-            log.info("serving /health, /version and /metrics on http://%s:%d", host, self.ports[-1])
+            log.info(
+                "serving /health, /version and /metrics on %s://%s:%d",
+                "https" if secure else "http", host, self.ports[-1],
+            )
 
     async def stop(self) -> None:
         for srv in self._servers:
@@ -103,6 +124,8 @@ class HttpEndpoints:
                     await self._send(writer, conn, 400, b"bad request\n", close=True)
                 return
             if event is h11.NEED_DATA:
+                if conn.our_state is h11.MUST_CLOSE:  # "Connection: close" answered: done
+                    return
                 data = await asyncio.wait_for(reader.read(65536), IDLE_TIMEOUT)
                 conn.receive_data(data)
                 continue

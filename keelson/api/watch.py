@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from keelson.api._status import status_code, token_of
+from keelson.api._status import identity_of, status_code
 from keelson.proto.errors import EtcdError
 from keelson.proto.etcdserverpb import rpc_pb2 as pb
 from keelson.proto.etcdserverpb import rpc_pb2_grpc as pbg
@@ -41,7 +41,7 @@ class WatchServicer(pbg.WatchServicer):
         stream = self._server.new_watch_stream()
         lock = asyncio.Lock()
         auth = getattr(self._server, "auth", None)  # the member's MemberAuth, if it has one
-        token = token_of(context)
+        identity = identity_of(context)
 
         async def send(resp: pb.WatchResponse) -> None:
             async with lock:
@@ -61,7 +61,7 @@ class WatchServicer(pbg.WatchServicer):
                 reply: pb.WatchResponse | None = None
                 if which == "create_request":
                     if auth is not None:  # etcd checks read permission per created watcher
-                        reply = await auth.watch_denied(token, req.create_request)
+                        reply = await auth.watch_denied(identity, req.create_request)
                     if reply is None:
                         reply = stream.create(req.create_request)
                 elif which == "cancel_request":

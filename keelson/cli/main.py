@@ -13,10 +13,17 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import os
+import ssl
 import sys
+from typing import TYPE_CHECKING
 
 import keelson
-from keelson.cli.config import ConfigError, Notice, parse_serve_args, usage
+from keelson.cli import tls
+from keelson.cli.config import ConfigError, Notice, ServeConfig, parse_serve_args, usage
+from keelson.cli.tls import TLSError
+
+if TYPE_CHECKING:
+    from keelson.api.serving_tls import ServingTLS
 
 __all__ = ["main"]
 
@@ -102,16 +109,83 @@ def _serve(args: list[str]) -> int:
 
     # etcd's request timeout: 5 s plus two election timeouts
     request_timeout = 5.0 + 2 * config.election_timeout / 1000
+    try:
+        client_tls = _client_tls(config)
+    except TLSError as exc:
+        return _fail(str(exc), 2)
     front_end = front_end_factory(
-        config.metrics_listen_addresses(), request_timeout, grpc_server=config.grpc_server
+        config.metrics_listen_addresses(),
+        request_timeout,
+        grpc_server=config.grpc_server,
+        tls=client_tls,
+        metrics_tls=config.secure_metrics_addresses(),
     )
     try:
-        serve(config, client_server=front_end)
+        peer_ssl, peer_cert_check = _peer_tls(config)
+    except TLSError as exc:
+        return _fail(str(exc), 2)
+    try:
+        serve(config, client_server=front_end, peer_ssl=peer_ssl, peer_cert_check=peer_cert_check)
     except KeyboardInterrupt:
         return 130
     except StartError as exc:  # cannot join the cluster: one line, as etcd's fatal log
         return _fail(str(exc), 1)
     return 0
+
+
+def _client_tls(config: ServeConfig) -> ServingTLS | None:
+    """The client side's TLS for the front end, or None when no client or metrics URL is
+    ``https://``. ``--auto-tls`` makes (or reuses) ``<data-dir>/fixtures/client`` with the
+    client listen URLs' hosts, as etcd's ``ClientSelfCert``; the files are checked again
+    after that (a TLSError is a configuration error, exit status 2)."""
+    if not config.client_tls_used():
+        return None
+    from keelson.api.serving_tls import ServingTLS
+
+    hosts = tls.hosts_of(config.listen_client_urls)
+    info = tls.auto_tls(config.client_tls(), config.data_dir, "client", hosts)
+    tls.check(info, "client")
+    try:
+        with open(info.cert_file, "rb") as f:
+            chain = f.read()
+        with open(info.key_file, "rb") as f:
+            key = f.read()
+        ca = None
+        if info.trusted_ca_file:
+            with open(info.trusted_ca_file, "rb") as f:
+                ca = f.read()
+    except OSError as exc:  # removed since check(): still one line
+        raise TLSError(f"--cert-file/--key-file/--trusted-ca-file: {exc}") from None
+    return ServingTLS(
+        certificate_chain=chain,
+        private_key=key,
+        root_certificates=ca,
+        require_client_auth=bool(info.trusted_ca_file) or info.client_cert_auth,
+        context=tls.server_context(info, alpn=("h2",)),
+        addresses=config.secure_client_addresses(),
+        http_context=tls.server_context(info),
+    )
+
+
+def _peer_tls(
+    config: ServeConfig,
+) -> tuple[tuple[ssl.SSLContext | None, ssl.SSLContext | None], tls.PeerCertCheck | None]:
+    """The peer transport's contexts (listener, dialer) and certificate check.
+
+    Auto TLS makes (or reuses) ``<data-dir>/fixtures/peer``; files are checked again after
+    that (a TLSError is a configuration error, exit status 2). The listener gets a context
+    only when a ``--listen-peer-urls`` URL is ``https://``; the dialer always gets one, so a
+    member can reach peers advertising ``https://`` URLs (without its own certificate it
+    presents none, as etcd with an empty peer TLS info).
+    """
+    info = config.peer_tls()
+    if info.enabled():
+        info = tls.auto_tls(info, config.data_dir, "peer", tls.hosts_of(config.listen_peer_urls))
+    tls.check(info, "peer")
+    listens_tls = any(u.startswith("https://") for u in config.listen_peer_urls)
+    server = tls.server_context(info) if listens_tls else None
+    client = tls.client_context(info)
+    return (server, client), tls.peer_cert_check(info) if server is not None else None
 
 
 def _fail(message: str, status: int) -> int:

@@ -35,6 +35,13 @@ class H2Config:
     reset_period_seconds: float = 10.0
     #: ...else in frames received.
     reset_period_frames: int = 2000
+    #: Idle-frame budget (see ``_budget``): this many PING/SETTINGS/PRIORITY/empty DATA/
+    #: CONTINUATION/unknown frames per period, one more for each HEADERS or DATA we send...
+    idle_frame_burst: int = 1000
+    #: ...the period in seconds of ``clock()`` when a clock is given...
+    idle_frame_period_seconds: float = 10.0
+    #: ...else in frames received (a pure flood gains 0.1 token per frame: it runs dry).
+    idle_frame_period_frames: int = 10000
     #: Monotonic clock in seconds (e.g. ``loop.time``); None: count frames instead.
     clock: Callable[[], float] | None = None
     #: Unsent control frames answering the peer (PING/SETTINGS ACKs, RST_STREAM,
@@ -55,9 +62,10 @@ class H2Config:
         if not 65535 <= self.connection_window_size <= window_max:
             raise ValueError("connection_window_size must be within [65535, 2^31-1]")
         for name in ("max_concurrent_streams", "max_header_list_size", "header_table_size",
-                     "max_header_block_size", "reset_burst", "max_unsent_bytes",
-                     "closed_streams_remembered"):
+                     "max_header_block_size", "reset_burst", "idle_frame_burst",
+                     "max_unsent_bytes", "closed_streams_remembered"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
-        if self.reset_period_seconds <= 0 or self.reset_period_frames <= 0:
-            raise ValueError("reset periods must be positive")
+        if min(self.reset_period_seconds, self.reset_period_frames,
+               self.idle_frame_period_seconds, self.idle_frame_period_frames) <= 0:
+            raise ValueError("budget periods must be positive")

@@ -2,7 +2,7 @@
 
 Feed it what the socket delivered (``receive_data``) and get events back; call the sending
 methods as the application answers; write out ``data_to_send()``. It never blocks, never
-reads a clock except the optional ``H2Config.clock`` (rapid-reset budget), and never raises
+reads a clock except the optional ``H2Config.clock`` (flood budgets), and never raises
 for anything the peer sends: a peer's stream error becomes RST_STREAM (+ ``StreamReset``
 with ``remote=False`` for streams the application knows), a connection error becomes GOAWAY
 + ``ConnectionTerminated(remote=False)``, after which ``receive_data`` returns no events.
@@ -18,6 +18,10 @@ Invariants (the ones the fuzzer checks through ``check_invariants`` are marked *
   streams <= max_concurrent_streams; remembered closed ids <= closed_streams_remembered.
   DATA is never buffered here: it is handed over as an event, and the application's
   unacknowledged bytes are bounded by the windows we advertised.
+* (*) CPU per connection is bounded by work the client asks for: stream resets it causes
+  spend the rapid-reset budget, frames that move no request forward (PING, SETTINGS,
+  empty DATA/CONTINUATION, frames we drop unread...) spend the idle-frame budget, which our
+  HEADERS/DATA replenish (``_budget``); either one empty is GOAWAY ENHANCE_YOUR_CALM.
 * HPACK blocks are encoded in exactly the order they are written (``_outbound``; trailers
   queued behind DATA are encoded when they are flushed), and every received block is
   decoded — even on streams we then ignore or refuse — so both dynamic tables stay in sync.
@@ -41,7 +45,7 @@ from typing import cast
 from hpack import HPACKError, OversizedHeaderListError
 
 from keelson.http2 import _frames as fr
-from keelson.http2._budget import ResetBudget
+from keelson.http2._budget import Budget
 from keelson.http2._config import H2Config
 from keelson.http2._decoding import HeaderDecoder
 from keelson.http2._events import (
@@ -124,11 +128,15 @@ class H2Connection:
         self._block: bytearray | None = None
         self._headers = HeaderDecoder(max_header_list_size=cfg.max_header_block_size)
         self._decoder = self._headers.decoder
-        self._budget = ResetBudget(
-            cfg.reset_burst,
-            cfg.reset_period_seconds if cfg.clock is not None else cfg.reset_period_frames,
-            cfg.clock,
-        )
+        self._frames = 0  # frames received: the budgets' clock when the config has none
+        if cfg.clock is not None:
+            self._budget = Budget(cfg.reset_burst, cfg.reset_period_seconds, cfg.clock)
+            self._idle = Budget(cfg.idle_frame_burst, cfg.idle_frame_period_seconds, cfg.clock)
+        else:
+            self._budget = Budget(cfg.reset_burst, cfg.reset_period_frames, self._frame_clock)
+            self._idle = Budget(
+                cfg.idle_frame_burst, cfg.idle_frame_period_frames, self._frame_clock
+            )
         self._conn_in = InboundWindow(DEFAULTS[SettingCode.INITIAL_WINDOW_SIZE])
         self._conn_out = self._output.window
         self._handlers = {
@@ -219,6 +227,8 @@ class H2Connection:
         check(self._block is None or len(self._block) <= cfg.max_header_block_size,
               "header block above its cap")
         check(all(sid in self._streams for sid in self._blocked), "blocked stream not open")
+        check(all(0 <= b.tokens <= b.burst for b in (self._budget, self._idle)),
+              "budget tokens out of range")
         check(self._conn_out.size <= MAX_WINDOW and self._conn_in.available <= MAX_WINDOW,
               "connection window above 2^31-1")
         last = 0
@@ -258,7 +268,7 @@ class H2Connection:
                 frame = reader.next_frame()
                 if frame is None:
                     break
-                self._budget.frame_received()
+                self._frames += 1
                 if self._block is not None:
                     if frame.type != fr.CONTINUATION or frame.stream_id != self._block_stream:
                         raise ProtocolError(
@@ -271,8 +281,9 @@ class H2Connection:
                         )
                     self._awaiting_settings = False
                 handler = handlers.get(frame.type)
-                if handler is None:
-                    continue  # unknown frame types are ignored (RFC 9113 section 4.1)
+                if handler is None:  # unknown frame types are ignored (RFC 9113 section 4.1)
+                    self._idle_frame()
+                    continue
                 try:
                     handler(frame, events)
                 except StreamError as err:
@@ -334,6 +345,14 @@ class H2Connection:
         if not self._budget.spend():
             raise ProtocolError(ErrorCode.ENHANCE_YOUR_CALM, "too many streams reset or refused")
 
+    def _idle_frame(self) -> None:
+        """A frame that moves no request forward arrived: spend the idle-frame budget."""
+        if not self._idle.spend():
+            raise ProtocolError(ErrorCode.ENHANCE_YOUR_CALM, "too many frames that do no work")
+
+    def _frame_clock(self) -> float:
+        return float(self._frames)
+
     def _remember_closed(self, stream_id: int, by_us: bool) -> None:
         closed = self._closed
         closed[stream_id] = by_us
@@ -357,6 +376,8 @@ class H2Connection:
             raise ProtocolError(ErrorCode.PROTOCOL_ERROR, "DATA on stream 0")
         flow_len = len(frame.payload)
         data = fr.strip_padding(frame)
+        if not data and not frame.flags & fr.FLAG_END_STREAM:
+            self._idle_frame()
         if not self._conn_in.consume(flow_len):
             raise ProtocolError(ErrorCode.FLOW_CONTROL_ERROR, "DATA exceeds the connection window")
         stream = self._streams.get(sid)
@@ -367,6 +388,7 @@ class H2Connection:
                 if self._is_idle(sid):
                     raise ProtocolError(ErrorCode.PROTOCOL_ERROR, f"DATA on idle stream {sid}")
                 if self._closed.get(sid):
+                    self._idle_frame()
                     return  # we reset it; frames in flight are ignored (RFC 9113 5.1)
             raise StreamError(sid, ErrorCode.STREAM_CLOSED, f"DATA on closed stream {sid}")
         if not stream.inbound.consume(flow_len):
@@ -425,7 +447,9 @@ class H2Connection:
         block += frame.payload
         if len(block) > self.config.max_header_block_size:
             raise ProtocolError(ErrorCode.ENHANCE_YOUR_CALM, "header block too large")
-        if frame.flags & fr.FLAG_END_HEADERS:
+        if not frame.flags & fr.FLAG_END_HEADERS:
+            self._idle_frame()  # bounded in bytes above, in count here
+        else:
             self._block = None
             self._on_header_block(
                 self._block_stream,
@@ -457,6 +481,7 @@ class H2Connection:
         if sid <= self._highest_stream_id:
             by_us = self._closed.get(sid)
             if by_us:
+                self._idle_frame()
                 return  # in flight when we reset it
             if by_us is None:
                 raise ProtocolError(ErrorCode.PROTOCOL_ERROR, f"stream id {sid} is not increasing")
@@ -464,6 +489,7 @@ class H2Connection:
         self._highest_stream_id = sid
         if self._goaway_last is not None and sid > self._goaway_last:
             self._remember_closed(sid, by_us=True)  # after our GOAWAY: ignored
+            self._idle_frame()
             return
         if self_dependent:
             raise StreamError(sid, ErrorCode.PROTOCOL_ERROR, "stream depends on itself")
@@ -523,6 +549,7 @@ class H2Connection:
         if fr.parse_priority(frame.payload)[0] == sid:
             raise StreamError(sid, ErrorCode.PROTOCOL_ERROR, "stream depends on itself")
         # Otherwise ignored: RFC 9113 deprecates the priority scheme.
+        self._idle_frame()
 
     def _on_rst_stream(self, frame: fr.Frame, events: list[Event]) -> None:
         sid = frame.stream_id
@@ -534,6 +561,7 @@ class H2Connection:
         if stream is None:
             if self._is_idle(sid):
                 raise ProtocolError(ErrorCode.PROTOCOL_ERROR, f"RST_STREAM on idle stream {sid}")
+            self._idle_frame()  # already closed: nothing to do
             return
         stream.reset()
         self._forget(stream, by_us=False)
@@ -547,7 +575,9 @@ class H2Connection:
             if frame.payload:
                 raise ProtocolError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS ACK with a payload")
             applied = self._local.acknowledged()
-            if applied is not None:
+            if applied is None:
+                self._idle_frame()  # acknowledges nothing we sent
+            else:
                 self._reader.max_frame_size = self._local.enforced(SettingCode.MAX_FRAME_SIZE)
                 self._recv_initial = self._local.enforced(SettingCode.INITIAL_WINDOW_SIZE)
                 self._decoder.max_allowed_table_size = self._local.enforced(
@@ -555,6 +585,7 @@ class H2Connection:
                 )
                 events.append(SettingsAcknowledged(tuple(sorted(applied.items()))))
             return
+        self._idle_frame()
         changes = self._remote.apply(fr.parse_settings(frame.payload))
         self._output.control(fr.settings_frame(ack=True))
         self._send_initial = self._remote[SettingCode.INITIAL_WINDOW_SIZE]
@@ -583,6 +614,7 @@ class H2Connection:
             raise ProtocolError(ErrorCode.PROTOCOL_ERROR, "PING on a stream")
         if len(frame.payload) != 8:
             raise ProtocolError(ErrorCode.FRAME_SIZE_ERROR, "PING length is not 8")
+        self._idle_frame()
         if frame.flags & fr.FLAG_ACK:
             events.append(PingAck(frame.payload))
         else:
@@ -657,6 +689,7 @@ class H2Connection:
             raise LocalProtocolError("response headers already sent (use send_trailers)")
         checked = self._checked(headers, trailers=False)
         stream.headers_sent = True
+        self._idle.refund()  # a client's pings after our answers are not a flood
         self._output.header_block(stream_id, checked, end_stream)
         if end_stream:
             stream.local_end_queued = True
@@ -671,6 +704,7 @@ class H2Connection:
         stream = self._sendable(stream_id)
         if not stream.headers_sent:
             raise LocalProtocolError("send_headers must come before send_data")
+        self._idle.refund()
         if data:
             stream.queue.append(bytes(data))
             stream.queued_bytes += len(data)

@@ -6,8 +6,12 @@ EtcdServer` that speaks for :mod:`keelson.auth`. It owns the member's
 through the raft log), the password back-off and the bcrypt cost. It is used in three places:
 
 - **Requests.** The server hands every client call's ``identity`` (the ``token`` the client
-  sent, an :class:`~keelson.auth.AuthInfo` for a client-certificate name later, ``None`` for
-  none) to :meth:`MemberAuth.identify`. Writes are *stamped* (:meth:`stamp`): the user name
+  sent, a :class:`CertificateName` when it sent none but presented a verified client
+  certificate, an :class:`~keelson.auth.AuthInfo`, ``None`` for none) to
+  :meth:`MemberAuth.identify`. A certificate name is the user only with
+  ``--client-cert-auth`` (etcd 3.4's ``AuthInfoFromTLS``, consulted only when
+  ``ClientCertAuthEnabled``); a name that is no user is refused as any unknown user is
+  (permission denied on use). Writes are *stamped* (:meth:`stamp`): the user name
   and the auth revision the credentials were valid at travel in the entry's header, and the
   permission is decided when the entry is applied (:meth:`check_apply`), so a write is judged
   against the auth state of its position in the log, exactly as etcd's auth applier does.
@@ -43,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Final
 
 from keelson.auth import (
@@ -74,6 +79,15 @@ class _PeerChecked:
 
 
 PEER_CHECKED: Final = _PeerChecked()
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateName:
+    """A caller named by the Common Name of the verified TLS client certificate it presented
+    (it sent no token). The api layer extracts it; :meth:`MemberAuth.identify` decides."""
+
+    name: str
+
 
 ADMIN_REQUESTS: Final = frozenset(
     {
@@ -141,6 +155,7 @@ class MemberAuth:
         lease_keys: Callable[[int], Iterable[bytes]],
         bcrypt_cost: int = 10,
         backoff: AuthBackoff | None = None,
+        client_cert_auth: bool = False,
     ) -> None:
         self.store = store
         self._propose = propose
@@ -151,11 +166,13 @@ class MemberAuth:
         self._lease_keys = lease_keys
         self.bcrypt_cost = effective_bcrypt_cost(bcrypt_cost)
         self.backoff = backoff if backoff is not None else AuthBackoff()
+        self.client_cert_auth = client_cert_auth
 
     @classmethod
     def for_member(cls, server: Any, backend: Backend) -> MemberAuth:
         """The auth component of ``server`` (an EtcdServer whose ``cfg`` carries
-        ``auth_token``, ``auth_token_ttl`` and ``bcrypt_cost``), over ``backend``.
+        ``auth_token``, ``auth_token_ttl``, ``bcrypt_cost`` and ``client_cert_auth``), over
+        ``backend``.
         Raises :class:`~keelson.auth.AuthOptionsError` for a bad ``--auth-token``."""
         cfg = server.cfg
         provider = new_token_provider(
@@ -186,6 +203,7 @@ class MemberAuth:
             header=server.header,
             lease_keys=lease_keys,
             bcrypt_cost=cost,
+            client_cert_auth=bool(getattr(cfg, "client_cert_auth", False)),
         )
 
     def recover(self, backend: Backend) -> None:
@@ -199,13 +217,21 @@ class MemberAuth:
     async def identify(self, identity: object) -> AuthInfo | None:
         """Who ``identity`` is: None without credentials; raises INVALID_AUTH_TOKEN for a
         token this member does not know (after waiting, for a simple token, until it has
-        applied the entry that issued it, as etcd's index waiter)."""
+        applied the entry that issued it, as etcd's index waiter). A certificate name is
+        the user of that name at the current auth revision with ``--client-cert-auth``, and
+        no credentials without it."""
         if identity is None or identity is PEER_CHECKED:
             return None
         if isinstance(identity, AuthInfo):
             return identity
+        if isinstance(identity, CertificateName):
+            if not self.client_cert_auth:
+                return None
+            return self.store.auth_info_for_user(identity.name)
         if not isinstance(identity, str):
-            raise TypeError(f"identity must be a token, AuthInfo or None, not {identity!r}")
+            raise TypeError(
+                f"identity must be a token, CertificateName, AuthInfo or None, not {identity!r}"
+            )
         index = simple_token_index(identity)
         if index is not None and self._applied_index() < index:
             try:

@@ -107,6 +107,7 @@ class MemberConfig:
     auth_token: str = "simple"  # --auth-token
     auth_token_ttl: int = 300  # --auth-token-ttl, seconds
     bcrypt_cost: int = 10  # --bcrypt-cost
+    client_cert_auth: bool = False  # --client-cert-auth: a certificate's CN names the user
     watch_progress_notify_interval_s: float = 600.0  # <= 0: etcd's 10 minutes
     request_timeout_s: float = 7.0
     fsync: bool = True

@@ -18,6 +18,11 @@ the server does not import the CLI) and decides who this member is, in etcd's th
   already started. Raft then starts with no peers and learns the configuration from the
   leader's log or snapshot; once it has a leader it publishes its name and client URLs.
 
+Peer TLS: the CLI builds the contexts (``keelson.cli.tls``) and passes ``peer_ssl`` =
+(listener context, dialer context); discovery and the transport use them for ``https://``
+peer URLs, so a member whose certificate the others do not trust cannot join or send a raft
+message (refused at the TLS handshake, logged by the transport once per peer).
+
 It then starts the peer transport, the raft loop and the client gRPC server, and runs until
 cancelled, or until it learns it was removed from the cluster (by applying its own removal,
 or from a peer refusing it as removed): then it logs etcd's "the member has been permanently
@@ -33,6 +38,7 @@ import contextlib
 import hashlib
 import logging
 import signal
+import ssl
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -45,6 +51,7 @@ from keelson.server.etcdserver import EtcdServer, MemberConfig
 from keelson.server.membership import decode_member_list, encode_member_list
 from keelson.transport import DiscoveryError, DiscoveryInfo, Transport
 from keelson.transport.discovery import discover_one
+from keelson.transport.transport import PeerCertCheck
 from keelson.wal import WAL
 
 log = logging.getLogger(__name__)
@@ -156,7 +163,9 @@ def _describe(cluster_id: int, members: list[pb.Member]) -> str:
     return f"{{ClusterID:{cluster_id:x} Members:[{shown}]}}"
 
 
-async def _ask_cluster(urls: list[str], mine: list[str]) -> tuple[DiscoveryInfo, list[pb.Member]]:
+async def _ask_cluster(
+    urls: list[str], mine: list[str], ssl_client: ssl.SSLContext | None = None
+) -> tuple[DiscoveryInfo, list[pb.Member]]:
     """The first answer among ``urls`` whose member list has this member's peer URLs; else
     the first answer at all (a member that has not yet applied the ``member add`` answers
     an older list, so the others are asked before giving up). DiscoveryError, in etcd's
@@ -165,7 +174,7 @@ async def _ask_cluster(urls: list[str], mine: list[str]) -> tuple[DiscoveryInfo,
     problems: list[str] = []
     for url in urls:
         try:
-            info = await discover_one(url, timeout=DISCOVERY_TIMEOUT_S)
+            info = await discover_one(url, timeout=DISCOVERY_TIMEOUT_S, ssl_client=ssl_client)
             _, remote = decode_member_list(info.members)
         except (DiscoveryError, ValueError) as exc:
             log.warning("failed to get cluster response from %s: %s", url, exc)
@@ -183,8 +192,9 @@ async def _ask_cluster(urls: list[str], mine: list[str]) -> tuple[DiscoveryInfo,
     return first
 
 
-async def _join(config: Any) -> Identity:
-    """Learn the running cluster from its members and check this member belongs to it."""
+async def _join(config: Any, ssl_client: ssl.SSLContext | None = None) -> Identity:
+    """Learn the running cluster from its members and check this member belongs to it
+    (over TLS with ``ssl_client`` for ``https://`` peer URLs)."""
     cluster = parse_initial_cluster(str(config.initial_cluster))
     if config.name not in cluster:
         raise StartError(
@@ -193,7 +203,7 @@ async def _join(config: Any) -> Identity:
     mine = sorted(cluster[config.name])
     others = sorted(u for name, urls in cluster.items() if name != config.name for u in urls)
     try:
-        info, remote = await _ask_cluster(others, mine)
+        info, remote = await _ask_cluster(others, mine, ssl_client)
     except (DiscoveryError, ValueError) as exc:
         raise StartError(f"cannot fetch cluster info from peer urls: {exc}") from None
     if not remote:
@@ -243,12 +253,13 @@ async def _join(config: Any) -> Identity:
     )
 
 
-async def identify(config: Any) -> Identity:
-    """Who this member is: from the WAL, from the flags, or from the running cluster."""
+async def identify(config: Any, ssl_client: ssl.SSLContext | None = None) -> Identity:
+    """Who this member is: from the WAL, from the flags, or from the running cluster
+    (asked over TLS with ``ssl_client`` when its peer URLs are ``https://``)."""
     if has_wal(config):
         return _from_wal(config)
     if str(config.initial_cluster_state) == "existing":
-        return await _join(config)
+        return await _join(config, ssl_client)
     return _from_flags(config)
 
 
@@ -279,6 +290,7 @@ def member_config(config: Any, ident: Identity | None = None) -> MemberConfig:
         auth_token=str(getattr(config, "auth_token", "simple")),
         auth_token_ttl=int(getattr(config, "auth_token_ttl", 300)),
         bcrypt_cost=int(getattr(config, "bcrypt_cost", 10)),
+        client_cert_auth=bool(getattr(config, "client_cert_auth", False)),
         watch_progress_notify_interval_s=float(
             getattr(config, "watch_progress_notify_interval_s", 600.0)
         ),
@@ -293,12 +305,24 @@ an unstarted ``grpc.aio.Server``. The caller passes ``keelson.api.grpc_server.
 build_grpc_server`` (server/ may not import api/, so the CLI injects it)."""
 
 
-async def run_member(config: Any, client_server: ClientServerFactory | None = None) -> None:
+PeerSSL = tuple[ssl.SSLContext | None, ssl.SSLContext | None]
+"""(context for the peer listener, context for dialing peers); either may be None: no TLS
+listener (http peer URLs) / no https peers can be dialled. Built by ``keelson.cli.tls``."""
+
+
+async def run_member(
+    config: Any,
+    client_server: ClientServerFactory | None = None,
+    peer_ssl: PeerSSL = (None, None),
+    peer_cert_check: PeerCertCheck | None = None,
+) -> None:
     """Run one member until cancelled or removed from the cluster; see the module
     docstring. Without ``client_server`` the member serves peers only (no client API).
+    ``peer_ssl`` secures the peer transport and discovery (``https://`` peer URLs);
+    ``peer_cert_check`` may refuse a verified peer certificate (see ``keelson.cli.tls``).
     Raises ``StartError`` (before anything is written) when it cannot join."""
-
-    ident = await identify(config)
+    ssl_server, ssl_client = peer_ssl
+    ident = await identify(config, ssl_client)
     cfg = member_config(config, ident)
     server_box: list[EtcdServer] = []
     removed = asyncio.Event()
@@ -322,6 +346,9 @@ async def run_member(config: Any, client_server: ClientServerFactory | None = No
         on_unreachable=on_unreachable,
         on_snapshot_status=on_snapshot_status,
         on_removed=removed.set,
+        ssl_server=ssl_server,
+        ssl_client=ssl_client,
+        peer_cert_check=peer_cert_check,
     )
 
     async def forward(peer: int, kind: str, payload: bytes) -> bytes:
@@ -417,8 +444,14 @@ async def _publish(server: EtcdServer, cfg: MemberConfig) -> None:
         delay = min(1.0, delay * 2)
 
 
-def serve(config: Any, client_server: ClientServerFactory | None = None) -> None:
-    """Run a member in this process until SIGTERM/SIGINT (uvloop when installed)."""
+def serve(
+    config: Any,
+    client_server: ClientServerFactory | None = None,
+    peer_ssl: PeerSSL = (None, None),
+    peer_cert_check: PeerCertCheck | None = None,
+) -> None:
+    """Run a member in this process until SIGTERM/SIGINT (uvloop when installed); see
+    :func:`run_member` for the arguments."""
     logging.basicConfig(
         level=getattr(logging, str(getattr(config, "log_level", "info")).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -431,7 +464,7 @@ def serve(config: Any, client_server: ClientServerFactory | None = None) -> None
         pass
 
     async def main() -> None:
-        task = asyncio.create_task(run_member(config, client_server))
+        task = asyncio.create_task(run_member(config, client_server, peer_ssl, peer_cert_check))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, task.cancel)

@@ -9,6 +9,11 @@ SIGKILL for crash tests); ``start`` starts a stopped member again on the same po
 dir. ``new_member`` makes a member that is not in ``--initial-cluster`` (to be added with
 ``member add`` and started with ``state="existing"`` and the cluster etcdctl printed);
 ``wait_exit`` waits for a member to stop on its own and returns its exit status.
+
+TLS: ``peer_scheme="https"`` makes every member's peer URLs ``https://``; each member's own
+flags (e.g. its ``--peer-cert-file``) go in its ``extra_args`` field, used on every start
+after the cluster's ``extra_args``. Client URLs stay ``http://`` (the gRPC status polls use
+a plain channel).
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ class ProcessMember:
     client_port: int
     peer_port: int
     proc: subprocess.Popen[bytes] | None = None
+    peer_scheme: str = "http"
+    extra_args: tuple[str, ...] = ()  # this member's own flags (e.g. its certificate)
 
     @property
     def client_addr(self) -> str:
@@ -50,7 +57,7 @@ class ProcessMember:
 
     @property
     def peer_url(self) -> str:
-        return f"http://127.0.0.1:{self.peer_port}"
+        return f"{self.peer_scheme}://127.0.0.1:{self.peer_port}"
 
     def channel(self) -> grpc.Channel:
         return grpc.insecure_channel(self.client_addr)
@@ -65,13 +72,18 @@ class ProcessCluster:
         heartbeat_ms: int = 50,
         election_ms: int = 500,
         extra_args: tuple[str, ...] = (),
+        peer_scheme: str = "http",
     ):
         self.base = base
         self.heartbeat_ms = heartbeat_ms
         self.election_ms = election_ms
         self.extra_args = extra_args
+        self.peer_scheme = peer_scheme
         self.members = [
-            ProcessMember(f"m{i}", base / f"m{i}", free_port(), free_port()) for i in range(size)
+            ProcessMember(
+                f"m{i}", base / f"m{i}", free_port(), free_port(), peer_scheme=peer_scheme
+            )
+            for i in range(size)
         ]
         self.initial_cluster = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
 
@@ -83,7 +95,9 @@ class ProcessCluster:
     def new_member(self, name: str) -> ProcessMember:
         """A member with fresh ports that ``--initial-cluster`` does not name; it is stopped
         with the others by ``stop_all``."""
-        member = ProcessMember(name, self.base / name, free_port(), free_port())
+        member = ProcessMember(
+            name, self.base / name, free_port(), free_port(), peer_scheme=self.peer_scheme
+        )
         self.members.append(member)
         return member
 
@@ -111,6 +125,7 @@ class ProcessCluster:
             "--heartbeat-interval", str(self.heartbeat_ms),
             "--election-timeout", str(self.election_ms),
             *self.extra_args,
+            *member.extra_args,
             *extra_args,
         ]
         log = open(self.base / f"{member.name}.log", "ab")  # noqa: SIM115 - owned by the child

@@ -3,6 +3,11 @@
 keelson takes etcd's flags, so one launcher serves both: the benchmark starts each system
 the same way, in fresh data dirs with ports from the OS, and stops exactly the processes
 it started (by PID).
+
+TLS: ``client_scheme="https"`` makes the client URLs ``https://`` (the TLS flags go in
+``extra_args``, identical for both kinds), and ``etcdctl_args`` (``--cacert/--cert/--key``
+or ``--insecure-skip-tls-verify``) are what the launcher's own etcdctl calls (health
+checks, status) need to reach the members. Both default to plain HTTP as before.
 """
 
 from __future__ import annotations
@@ -40,9 +45,13 @@ class Member:
     peer_port: int
     data_dir: Path
     proc: subprocess.Popen[bytes] | None = None
+    client_scheme: str = "http"
 
     @property
     def endpoint(self) -> str:
+        """``127.0.0.1:port`` over plain HTTP; ``https://127.0.0.1:port`` with TLS."""
+        if self.client_scheme == "https":
+            return f"https://127.0.0.1:{self.client_port}"
         return f"127.0.0.1:{self.client_port}"
 
     def peak_rss_kib(self) -> int:
@@ -66,12 +75,19 @@ class LocalCluster:
     members: list[Member] = field(default_factory=list)
     extra_args: tuple[str, ...] = ()
     """More flags for every member (e.g. ``--quota-backend-bytes``), identical for both kinds."""
+    client_scheme: str = "http"
+    """``https`` for TLS client URLs (the certificate flags go in ``extra_args``)."""
+    etcdctl_args: tuple[str, ...] = ()
+    """Flags the launcher's own etcdctl calls need (e.g. ``--cacert ... --cert ... --key``)."""
 
     def start(self, timeout: float = 60) -> LocalCluster:
         self.workdir.mkdir(parents=True, exist_ok=True)
         if not self.members:
             self.members = [
-                Member(f"m{i}", free_port(), free_port(), self.workdir / f"m{i}")
+                Member(
+                    f"m{i}", free_port(), free_port(), self.workdir / f"m{i}",
+                    client_scheme=self.client_scheme,
+                )
                 for i in range(self.size)
             ]
         initial = ",".join(f"{m.name}=http://127.0.0.1:{m.peer_port}" for m in self.members)
@@ -85,7 +101,7 @@ class LocalCluster:
         return self
 
     def _launch(self, m: Member, initial: str, env: dict[str, str]) -> None:
-        client = f"http://127.0.0.1:{m.client_port}"
+        client = f"{self.client_scheme}://127.0.0.1:{m.client_port}"
         peer = f"http://127.0.0.1:{m.peer_port}"
         args = [
             *command_for(self.kind),
@@ -103,7 +119,7 @@ class LocalCluster:
     def wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            r = etcdctl(self.endpoints, "endpoint", "health", timeout=10)
+            r = etcdctl(self.endpoints, *self.etcdctl_args, "endpoint", "health", timeout=10)
             if r.returncode == 0:
                 return
             time.sleep(0.2)
@@ -114,7 +130,7 @@ class LocalCluster:
         return ",".join(m.endpoint for m in self.members)
 
     def leader_endpoint(self) -> str:
-        r = etcdctl(self.endpoints, "endpoint", "status", "-w", "json")
+        r = etcdctl(self.endpoints, *self.etcdctl_args, "endpoint", "status", "-w", "json")
         statuses = json.loads(r.stdout)
         for s in statuses:
             if s["Status"]["leader"] == s["Status"]["header"]["member_id"]:
@@ -122,7 +138,7 @@ class LocalCluster:
         return self.members[0].endpoint
 
     def db_size(self) -> int:
-        r = etcdctl(self.endpoints, "endpoint", "status", "-w", "json")
+        r = etcdctl(self.endpoints, *self.etcdctl_args, "endpoint", "status", "-w", "json")
         return max(int(s["Status"]["dbSize"]) for s in json.loads(r.stdout))
 
     def stop(self) -> None:
@@ -156,8 +172,8 @@ class LocalCluster:
             assert m.proc is not None
             if m.proc.poll() is not None:
                 raise RuntimeError(f"{self.kind} member {m.name} exited after restart")
-            r = etcdctl(m.endpoint, "--dial-timeout", "1s", "--command-timeout", "3s",
-                        "get", "probe", timeout=10)
+            r = etcdctl(m.endpoint, *self.etcdctl_args, "--dial-timeout", "1s",
+                        "--command-timeout", "3s", "get", "probe", timeout=10)
             if r.returncode == 0:
                 return time.monotonic() - start
             time.sleep(0.02)

@@ -35,7 +35,7 @@ from keelson.transport.frames import (
     encode_handshake,
     read_frame,
 )
-from keelson.transport.transport import _parse_url
+from keelson.transport.transport import TLSClosed, _parse_url
 
 __all__ = ["DiscoveryError", "DiscoveryInfo", "discover", "discover_one"]
 
@@ -75,7 +75,13 @@ async def discover_one(
         return decode_discovery_info(body)
     except TimeoutError:
         raise DiscoveryError(f"{url}: no answer within {timeout}s") from None
-    except (OSError, asyncio.IncompleteReadError, CodecError) as exc:
+    except asyncio.IncompleteReadError as exc:
+        if ctx is not None and not exc.partial:  # TLS 1.3: our certificate was refused
+            raise DiscoveryError(f"{url}: {TLSClosed()}") from None
+        raise DiscoveryError(f"{url}: {exc!r}") from None
+    except ssl.SSLCertVerificationError as exc:
+        raise DiscoveryError(f"{url}: certificate verify failed: {exc.verify_message}") from None
+    except (OSError, CodecError) as exc:
         raise DiscoveryError(f"{url}: {exc!r}") from None
     finally:
         if writer is not None:

@@ -48,6 +48,18 @@ large snapshot never sits in front of heartbeats. The sender reports
 ``on_snapshot_status(peer, failed)`` once the receiver acknowledged the assembled snapshot
 (``failed=False``) or anything went wrong (``failed=True``, plus ``on_unreachable``).
 
+TLS: with ``ssl_server`` the listener accepts sockets itself and runs each TLS handshake
+with ``loop.connect_accepted_socket`` (bounded by ``handshake_timeout``), so a handshake
+that fails (a certificate not signed by the trusted CA, no certificate while one is
+required, a plain-text dialer) is *seen*: it is logged as a warning once per (remote host,
+reason) and at debug level after that, so a misconfigured or hostile member retrying every
+second does not flood the log. ``peer_cert_check``, when given, is awaited for every
+accepted handshake with the client certificate (``getpeercert()``) and the remote host, and
+may refuse the connection with a reason (etcd's ``--peer-cert-allowed-cn`` and its check
+that a peer's certificate names the address it dials from). A dialer whose TLS handshake
+fails (the peer's certificate is not trusted, or its name does not match the URL) logs a
+warning once per peer until a dial succeeds again.
+
 Handshakes from a member removed with ``remove_peer`` are rejected, as etcd does; other
 senders need not be known peers (a joining member may dial before it is added here).
 A received snapshot is assembled in memory, bounded by ``max_snapshot_bytes``.
@@ -65,6 +77,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import socket
 import ssl
 import time
 from collections import deque
@@ -106,13 +119,25 @@ from keelson.transport.snapshot import (
     stream_snapshot,
 )
 
-__all__ = ["PeerRejected", "PeerStats", "RequestHandler", "Transport", "TransportError"]
+__all__ = [
+    "PeerCertCheck",
+    "PeerRejected",
+    "PeerStats",
+    "RequestHandler",
+    "TLSClosed",
+    "Transport",
+    "TransportError",
+]
 
 log = logging.getLogger(__name__)
 
 RequestHandler = Callable[[bytes], Awaitable[bytes]]
+PeerCertCheck = Callable[[dict[str, object] | None, str], Awaitable[str | None]]
+"""(verified peer certificate as ``getpeercert()`` gives it, remote host) -> None to accept,
+or the reason to refuse the connection."""
 
 _NETWORK_ERRORS = (OSError, asyncio.IncompleteReadError, TimeoutError, CodecError)
+_MAX_REFUSALS_REMEMBERED = 1024  # (host, reason) pairs whose TLS refusal was logged
 
 
 class TransportError(Exception):
@@ -150,6 +175,34 @@ def _parse_url(url: str) -> tuple[str, int, bool]:
     return u.hostname, port, u.scheme == "https"
 
 
+class TLSClosed(ConnectionResetError):
+    """The listener closed a TLS connection before answering its first frame: with TLS 1.3
+    the dialer's handshake completes before the listener has checked the dialer's
+    certificate, so a refused certificate shows up as this, not as an ``ssl.SSLError``."""
+
+    def __str__(self) -> str:
+        return (
+            "connection closed right after the TLS handshake "
+            "(is our certificate signed by a CA the peer trusts?)"
+        )
+
+
+def _tls_reason(exc: BaseException) -> str:
+    """A TLS failure in a few words: OpenSSL's verify message or reason when there is one
+    ("certificate verify failed: unable to get local issuer certificate")."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"certificate verify failed: {exc.verify_message}"
+    if isinstance(exc, TLSClosed):
+        return str(exc)
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return exc.reason.lower().replace("_", " ")
+    if isinstance(exc, TimeoutError):
+        return "no TLS handshake in time"
+    if isinstance(exc, (ConnectionError, EOFError)):
+        return "connection closed during the TLS handshake (our certificate refused?)"
+    return str(exc) or type(exc).__name__
+
+
 def _close(writer: asyncio.StreamWriter | None) -> None:
     if writer is not None:
         with contextlib.suppress(Exception):
@@ -173,6 +226,7 @@ class _Peer:
         self.frames_sent = 0
         self.writes = 0
         self.dropped = 0
+        self.tls_problem: str | None = None  # the last TLS failure logged for this peer
 
 
 class Transport:
@@ -189,6 +243,7 @@ class Transport:
         on_removed: Callable[[], None] | None = None,
         ssl_server: ssl.SSLContext | None = None,
         ssl_client: ssl.SSLContext | None = None,
+        peer_cert_check: PeerCertCheck | None = None,
         max_queue: int = 4096,
         max_frame_bytes: int = 64 * 1024 * 1024,
         max_snapshot_bytes: int = 8 * 1024 * 1024 * 1024,
@@ -212,6 +267,9 @@ class Transport:
         self._discovery: Callable[[], bytes] | None = None
         self._ssl_server = ssl_server
         self._ssl_client = ssl_client
+        self._peer_cert_check = peer_cert_check
+        self._tls_listeners: list[tuple[socket.socket, asyncio.Task[None]]] = []
+        self._tls_refused: set[tuple[str, str]] = set()  # (remote host, reason) logged once
         self._max_queue = max_queue
         self._max_frame = max_frame_bytes
         self._max_snapshot = max_snapshot_bytes
@@ -236,11 +294,93 @@ class Transport:
     async def start(self, host: str, port: int) -> int:
         """Listen on ``host:port`` (0 picks a free port); returns the bound port."""
         self._stopping = False
+        if self._ssl_server is not None:
+            return await self._start_tls_listener(host, port)
         self._server = await asyncio.start_server(
             self._accept, host, port, ssl=self._ssl_server, reuse_address=True
         )
         bound: int = self._server.sockets[0].getsockname()[1]
         return bound
+
+    async def _start_tls_listener(self, host: str, port: int) -> int:
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+            sock.listen(128)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        task = loop.create_task(self._accept_tls(sock), name=f"transport-accept-{port}")
+        self._tls_listeners.append((sock, task))
+        bound: int = sock.getsockname()[1]
+        return bound
+
+    async def _accept_tls(self, sock: socket.socket) -> None:
+        """Accept connections on ``sock`` until it is closed; each handshake runs in its own
+        task so a slow or silent dialer never holds up the others."""
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            try:
+                conn, addr = await loop.sock_accept(sock)
+            except OSError as exc:
+                if self._stopping:
+                    return
+                log.warning("transport: accept failed: %r", exc)
+                await asyncio.sleep(0.1)
+                continue
+            task = loop.create_task(self._handshake_tls(conn, addr))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _handshake_tls(self, conn: socket.socket, addr: object) -> None:
+        assert self._ssl_server is not None
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=2**16, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        host = addr[0] if isinstance(addr, tuple) else str(addr)
+        try:
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: protocol,
+                conn,
+                ssl=self._ssl_server,
+                ssl_handshake_timeout=self._handshake_timeout,
+            )
+        except (TimeoutError, OSError, EOFError) as exc:
+            conn.close()
+            self._log_refused(host, _tls_reason(exc))
+            return
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        if self._peer_cert_check is not None:
+            ssl_object = writer.get_extra_info("ssl_object")
+            cert = ssl_object.getpeercert() if ssl_object is not None else None
+            try:
+                problem = await self._peer_cert_check(cert, host)
+            except Exception as exc:  # a check that fails refuses; never crash the listener
+                problem = f"checking the certificate failed: {exc!r}"
+            if problem:
+                self._log_refused(host, problem)
+                _close(writer)
+                return
+        await self._accept(reader, writer)
+
+    def _log_refused(self, host: str, reason: str) -> None:
+        key = (host, reason)
+        if key in self._tls_refused:
+            log.debug("transport: refused TLS connection from %s: %s", host, reason)
+            return
+        if len(self._tls_refused) >= _MAX_REFUSALS_REMEMBERED:  # many hosts: bound memory
+            self._tls_refused.clear()
+        self._tls_refused.add(key)
+        log.warning(
+            "transport: refused TLS connection from %s: %s (logged once per host and reason)",
+            host,
+            reason,
+        )
 
     async def stop(self) -> None:
         """Close the listener and all connections; cancel and await every task. Pending
@@ -249,6 +389,8 @@ class Transport:
         if self._server is not None:
             self._server.close()
         tasks: list[asyncio.Task[None]] = []
+        listeners, self._tls_listeners = self._tls_listeners, []
+        tasks.extend(accept_task for _, accept_task in listeners)
         for peer in list(self._peers.values()):
             tasks.extend(self._retire(peer, "transport stopped"))
         for w in list(self._inbound):
@@ -257,6 +399,8 @@ class Transport:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for sock, _ in listeners:  # closed once no sock_accept waits on it
+            sock.close()
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
@@ -386,9 +530,14 @@ class Transport:
                 )
             )
             await writer.drain()
-            kind, body = await asyncio.wait_for(
-                read_frame(reader, self._max_frame), self._dial_timeout
-            )
+            try:
+                kind, body = await asyncio.wait_for(
+                    read_frame(reader, self._max_frame), self._dial_timeout
+                )
+            except asyncio.IncompleteReadError as exc:
+                if ctx is not None and not exc.partial:
+                    raise TLSClosed() from None
+                raise
             if kind == FrameKind.REJECTED:
                 r = decode_rejection(body)
                 raise PeerRejected(r.reason, r.text)
@@ -410,6 +559,16 @@ class Transport:
                 try:
                     reader, writer = await self._dial(peer, Channel.MESSAGES)
                 except _NETWORK_ERRORS as exc:
+                    if isinstance(exc, ssl.SSLError | TLSClosed):
+                        reason = _tls_reason(exc)
+                        if peer.tls_problem is None:  # once until a dial succeeds
+                            peer.tls_problem = reason
+                            log.warning(
+                                "transport: TLS handshake with peer %x failed: %s "
+                                "(logged once until it succeeds)",
+                                peer.id,
+                                reason,
+                            )
                     log.debug("transport: cannot reach peer %x: %r", peer.id, exc)
                     self._check_removed(exc)
                     peer.next_url += 1
@@ -422,6 +581,7 @@ class Transport:
                     backoff = min(backoff * 2, self._backoff_max)
                     continue
                 backoff = self._backoff_initial
+                peer.tls_problem = None
                 peer.writer = writer
                 peer.active_since = time.monotonic()
                 peer.reader_task = asyncio.get_running_loop().create_task(

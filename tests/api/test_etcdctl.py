@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from keelson.api import bind, create_grpc_server
 from keelson.testing.fake_server import FakeServer
+from keelson.testing.front_end import serve_grpc
 
 ETCDCTL = shutil.which("etcdctl")
 pytestmark = pytest.mark.skipif(ETCDCTL is None, reason="etcdctl not installed")
@@ -30,8 +30,8 @@ def endpoint() -> Iterator[str]:
     async def serve() -> None:
         nonlocal stop
         stop = asyncio.Event()
-        srv = create_grpc_server(FakeServer())
-        ready.append(bind(srv, "127.0.0.1:0"))
+        srv, port = serve_grpc(FakeServer())
+        ready.append(port)
         await srv.start()
         started.set()
         await stop.wait()

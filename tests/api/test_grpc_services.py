@@ -11,18 +11,17 @@ import grpc
 import grpc.aio
 import pytest
 
-from keelson.api import bind, create_grpc_server
 from keelson.proto import errors
 from keelson.proto.etcdserverpb import rpc_pb2 as pb
 from keelson.proto.etcdserverpb import rpc_pb2_grpc as pbg
 from keelson.testing.fake_server import FakeServer
+from keelson.testing.front_end import serve_grpc
 
 
 def run(body: Callable[[FakeServer, grpc.aio.Channel], Awaitable[None]], **kw: Any) -> None:
     async def main() -> None:
         fake = FakeServer()
-        srv = create_grpc_server(fake, **kw)
-        port = bind(srv, "127.0.0.1:0")
+        srv, port = serve_grpc(fake, **kw)
         await srv.start()
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:

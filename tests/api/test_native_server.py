@@ -416,7 +416,10 @@ class RawClient:
         self.auto_ack = True  # False: received DATA keeps our windows closed
         self.unacked: list[tuple[int, int]] = []
         self.goaway: h2.events.ConnectionTerminated | None = None
+        self.goaways: list[int | None] = []  # last_stream_id of every GOAWAY, in order
+        self.pings: list[bytes] = []  # PINGs the server sent (h2 answers them itself)
         self.ping_acks: list[bytes] = []
+        self._inbound = bytearray()
         self.flush()
 
     def close(self) -> None:
@@ -459,10 +462,24 @@ class RawClient:
             return True
         if not data:
             return False
-        for event in self.h2.receive_data(data):
-            self._on(event)
+        self.feed(data)
         self.flush()
         return True
+
+    def feed(self, data: bytes) -> None:
+        """Hand received bytes to h2 one whole frame at a time (no writes).
+
+        h2 treats any GOAWAY as the end and refuses frames after it in the same call;
+        ``_on`` reopens it after each GOAWAY, so a graceful one's PING and DATA get through.
+        """
+        self._inbound += data
+        while len(self._inbound) >= 9:
+            size = 9 + int.from_bytes(self._inbound[:3], "big")
+            if len(self._inbound) < size:
+                break
+            frame, self._inbound = bytes(self._inbound[:size]), self._inbound[size:]
+            for event in self.h2.receive_data(frame):
+                self._on(event)
 
     def ack_all(self) -> None:
         for sid, n in self.unacked:
@@ -486,8 +503,11 @@ class RawClient:
                 self.unacked.append((sid, event.flow_controlled_length))
         elif isinstance(event, h2.events.PingAckReceived):
             self.ping_acks.append(event.ping_data)
+        elif isinstance(event, h2.events.PingReceived):
+            self.pings.append(event.ping_data)
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.goaway = event
+            self.goaways.append(event.last_stream_id)
             # h2 treats any GOAWAY as the end; a graceful one lets open streams finish, so
             # keep the client reading them.
             self.h2.state_machine.state = h2.connection.ConnectionState.CLIENT_OPEN
@@ -598,16 +618,18 @@ def test_raw_keepalive_ping_is_answered(raw: RawClient) -> None:
 
 
 def test_front_end_factory_selects_the_implementation() -> None:
-    async def build() -> tuple[object, object]:  # grpc.aio wants a running loop
+    async def build() -> tuple[object, object, object]:  # grpc.aio wants a running loop
         native = front_end_factory([], 5.0, grpc_server="native")(object(), ["127.0.0.1:0"])
+        grpcio = front_end_factory([], 5.0, grpc_server="grpcio")(object(), ["127.0.0.1:0"])
         default = front_end_factory([], 5.0)(object(), ["127.0.0.1:0"])
-        await native.grpc.stop(None)
-        await default.grpc.stop(None)
-        return native.grpc, default.grpc
+        for fe in (native, grpcio, default):
+            await fe.grpc.stop(None)
+        return native.grpc, grpcio.grpc, default.grpc
 
-    native, default = asyncio.run(build())
+    native, grpcio, default = asyncio.run(build())
     assert isinstance(native, NativeServer)
-    assert isinstance(default, grpc.aio.Server)
+    assert isinstance(grpcio, grpc.aio.Server)
+    assert isinstance(default, NativeServer)  # native is the default
     with pytest.raises(ValueError, match="unknown gRPC server"):
         front_end_factory([], 5.0, grpc_server="h2o")
 
@@ -842,6 +864,50 @@ def test_graceful_stop_drains_calls_then_ends_the_rest(inproc: InProcess) -> Non
         assert not client.pump(5)  # and the connection is closed
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", inproc.port), timeout=2).close()
+    finally:
+        client.close()
+
+
+def test_graceful_stop_is_a_two_step_goaway(inproc: InProcess) -> None:
+    """GOAWAY(2^31-1) + PING, then GOAWAY(last stream): a request in flight is served."""
+    client = RawClient(inproc.port)
+    try:
+        first = _range_call(client)
+        inproc.poll(lambda: sum(c.open_calls for c in inproc.server._connections) == 1)
+        stopping = inproc.submit(inproc.server.stop(5.0))
+        deadline = time.monotonic() + 10
+        while not (client.goaways and client.pings):
+            assert time.monotonic() < deadline, "no GOAWAY + PING"
+            data = client.sock.recv(1 << 16)  # not pump(): our PING ACK must wait
+            assert data, "the server closed the connection"
+            client.feed(data)
+        assert client.goaways == [(1 << 31) - 1]
+        assert client.goaway is not None and client.goaway.error_code == 0
+        held_ack = client.h2.data_to_send()
+        # A request the client sent before it read the first GOAWAY: still served.
+        late = _range_call(client)
+        client.sock.sendall(held_ack)
+        while len(client.goaways) < 2:
+            assert time.monotonic() < deadline, "no second GOAWAY"
+            assert client.pump(1)
+        assert client.goaways == [(1 << 31) - 1, late]
+        inproc.call_in_loop(inproc.member.gate.set)
+        assert client.wait(first).status == (0, "")
+        assert client.wait(late).status == (0, "")
+        stopping.result(10)
+        assert not client.pump(5)  # closed once both calls are done
+    finally:
+        client.close()
+
+
+def test_graceful_stop_does_not_wait_for_a_silent_client(inproc: InProcess) -> None:
+    client = RawClient(inproc.port)
+    try:
+        client.pump(1)  # the server's preface; from now on we never read nor answer
+        inproc.poll(lambda: len(inproc.server._connections) == 1)
+        started = time.monotonic()
+        inproc.run(inproc.server.stop(10.0))
+        assert time.monotonic() - started < 5  # the PING timeout, not the grace
     finally:
         client.close()
 

@@ -28,6 +28,7 @@ from keelson.cli.config import (
     usage,
 )
 from keelson.cli.identity import compute_cluster_id, compute_member_id, format_id
+from keelson.testing.etcd import free_port
 
 C2 = ["--advertise-client-urls", "http://127.0.0.1:3379"]
 
@@ -259,6 +260,25 @@ def test_config_file_from_environment(tmp_path: Path) -> None:
     assert config.config_file == str(path)
 
 
+def test_keelson_grpc_server_variable_is_only_a_default(tmp_path: Path) -> None:
+    env = {"KEELSON_GRPC_SERVER": "grpcio"}
+    assert parse([]).grpc_server == "native"
+    assert parse([], env).grpc_server == "grpcio"
+    assert parse([], {"KEELSON_GRPC_SERVER": ""}).grpc_server == "native"
+    # Every etcd-style source wins over it, and none conflicts with it.
+    assert parse(["--grpc-server", "native"], env).grpc_server == "native"
+    assert parse([], {**env, "ETCD_GRPC_SERVER": "native"}).grpc_server == "native"
+    path = tmp_path / "c.yml"
+    path.write_text("name: fromfile\n")
+    assert parse(["--config-file", str(path)], env).grpc_server == "grpcio"
+    path.write_text("grpc-server: native\n")
+    assert parse(["--config-file", str(path)], env).grpc_server == "native"
+    assert refused([], {"KEELSON_GRPC_SERVER": "h2o"}) == (
+        'invalid value "h2o" for KEELSON_GRPC_SERVER: valid values are "grpcio" or "native"'
+    )
+    assert "KEELSON_GRPC_SERVER" in usage()
+
+
 def test_config_file_full_etcd_style(tmp_path: Path) -> None:
     path = tmp_path / "etcd.conf.yml"
     path.write_text(
@@ -319,14 +339,28 @@ peer-transport-security:
         ("- a\n- b", "must hold a mapping of etcd's keys"),
         ("name: [unclosed", "is not valid YAML"),
         ("heartbeat-interval: 300", "--election-timeout[1000ms] should be at least as 5 times"),
-        ("client-transport-security:\n  cert-file: /c.pem", "--cert-file is not supported yet"),
-        ("peer-transport-security:\n  auto-tls: true", "--peer-auto-tls is not supported yet"),
+        (
+            "client-transport-security:\n  cert-file: /c.pem",
+            "--cert-file given but no --listen-client-urls URL is https://",
+        ),
+        (
+            "peer-transport-security:\n  auto-tls: true",
+            "--peer-auto-tls given but no --listen-peer-urls URL is https://",
+        ),
+        (
+            "peer-transport-security:\n  auto-tls: 'yes'",
+            '"peer-transport-security.auto-tls" must be true or false',
+        ),
         ("peer-transport-security: yes", "\"peer-transport-security\" must be a mapping"),
         (
             "experimental-watch-progress-notify-interval: 10m",
             '"experimental-watch-progress-notify-interval" must be an integer (nanoseconds)',
         ),
-        ("listen-peer-urls: https://127.0.0.1:2380", "https:// URLs are not supported yet"),
+        (
+            "listen-peer-urls: https://127.0.0.1:2380",
+            "--peer-cert-file, --peer-key-file: cannot listen on TLS for 127.0.0.1:2380: "
+            "KeyFile and CertFile are not presented",
+        ),
     ],
 )
 def test_config_file_refusals(tmp_path: Path, text: str, message: str) -> None:
@@ -362,14 +396,150 @@ def test_empty_config_file_gives_defaults(tmp_path: Path) -> None:
 SECURITY = [f.name for f in FLAGS if f.security]
 
 
-@pytest.mark.parametrize("flag", SECURITY)
-def test_security_flags_are_not_supported_yet(flag: str) -> None:
-    kind = next(f.kind for f in FLAGS if f.name == flag)
-    argv = [f"--{flag}"] if kind == "bool" else [f"--{flag}", "/etc/k/x.pem"]
-    assert refused(argv) == f"--{flag} is not supported yet (TLS is a later issue)"
-    env_value = "true" if kind == "bool" else "/etc/k/x.pem"
-    key = "ETCD_" + flag.upper().replace("-", "_")
-    assert refused([], {key: env_value}) == f"--{flag} is not supported yet (TLS is a later issue)"
+def test_security_flags_refused_with_only_http_urls() -> None:
+    # etcd 3.4 warns and ignores them; keelson refuses, as issue 5 asks.
+    for flag in SECURITY:
+        kind = next(f.kind for f in FLAGS if f.name == flag)
+        argv = [f"--{flag}"] if kind == "bool" else [f"--{flag}", "/etc/k/x.pem"]
+        side = "peer" if flag.startswith("peer-") else "client"
+        listen = "--listen-peer-urls" if side == "peer" else "--listen-client-urls"
+        expected = (
+            f"--{flag} given but no {listen} URL is https:// (etcd 3.4 would ignore the "
+            f"{side} TLS settings; keelson refuses)"
+        )
+        assert refused(argv) == expected
+        env_value = "true" if kind == "bool" else "/etc/k/x.pem"
+        assert refused([], {"ETCD_" + flag.upper().replace("-", "_"): env_value}) == expected
+
+
+def _pki(tmp_path: Path) -> tuple[str, str, str, str]:
+    """(ca, cert, key, another key) files of a test CA and a server certificate."""
+    from keelson.testing.certs import make_ca
+
+    ca = make_ca(tmp_path, "ca")
+    pair = ca.issue(tmp_path, "server", cn="server")
+    other = ca.issue(tmp_path, "other", cn="other")
+    return ca.cert_file, pair.cert_file, pair.key_file, other.key_file
+
+
+_HTTPS_CLIENT = [
+    "--listen-client-urls", "https://127.0.0.1:3379",
+    "--advertise-client-urls", "https://127.0.0.1:3379",
+]
+_HTTPS_PEER = [
+    "--listen-peer-urls", "https://127.0.0.1:3380",
+    "--initial-advertise-peer-urls", "https://127.0.0.1:3380",
+]
+
+
+def test_client_and_peer_tls_from_flags(tmp_path: Path) -> None:
+    ca, cert, key, _ = _pki(tmp_path)
+    config = parse(
+        [
+            *_HTTPS_CLIENT, *_HTTPS_PEER,
+            "--cert-file", cert, "--key-file", key, "--trusted-ca-file", ca, "--client-cert-auth",
+            "--peer-cert-file", cert, "--peer-key-file", key, "--peer-trusted-ca-file", ca,
+            "--peer-client-cert-auth",
+        ]
+    )
+    assert config.listen_client_urls == ("https://127.0.0.1:3379",)
+    assert config.initial_cluster == "default=https://127.0.0.1:3380"
+    client, peer = config.client_tls(), config.peer_tls()
+    assert (client.cert_file, client.key_file, client.trusted_ca_file) == (cert, key, ca)
+    assert client.client_cert_auth and not client.auto_tls
+    assert (peer.cert_file, peer.key_file, peer.trusted_ca_file) == (cert, key, ca)
+    assert peer.client_cert_auth
+    assert config.secure_client_addresses() == frozenset({"127.0.0.1:3379"})
+
+
+def test_tls_from_environment_and_config_file(tmp_path: Path) -> None:
+    ca, cert, key, _ = _pki(tmp_path)
+    env = {
+        "ETCD_LISTEN_CLIENT_URLS": "https://127.0.0.1:3379,http://127.0.0.1:3378",
+        "ETCD_ADVERTISE_CLIENT_URLS": "https://127.0.0.1:3379",
+        "ETCD_CERT_FILE": cert, "ETCD_KEY_FILE": key, "ETCD_TRUSTED_CA_FILE": ca,
+        "ETCD_CLIENT_CERT_AUTH": "true",
+    }
+    from_env = parse([], env)
+    assert from_env.client_tls() == replace(
+        from_env.client_tls(), cert_file=cert, key_file=key, trusted_ca_file=ca,
+        client_cert_auth=True,
+    )
+    assert from_env.secure_client_addresses() == frozenset({"127.0.0.1:3379"})
+    path = tmp_path / "c.yml"
+    path.write_text(
+        f"""
+listen-client-urls: https://127.0.0.1:3379
+advertise-client-urls: https://127.0.0.1:3379
+listen-peer-urls: https://127.0.0.1:3380
+initial-advertise-peer-urls: https://127.0.0.1:3380
+cert-file: /ignored/at/top/level.pem
+client-transport-security:
+  cert-file: {cert}
+  key-file: {key}
+  trusted-ca-file: {ca}
+  client-cert-auth: true
+  crl-file: ''
+peer-transport-security:
+  auto-tls: true
+"""
+    )
+    notices: list[Notice] = []
+    config = parse_serve_args(["--config-file", str(path)], {}, notices=notices)
+    assert from_env.client_tls() == config.client_tls()
+    assert config.peer_tls().auto_tls and config.peer_tls().empty()
+    assert Notice(
+        "warn",
+        'config file: ignoring key "cert-file" (etcd reads it from the '
+        '"client-transport-security" section)',
+    ) in notices
+    assert Notice(
+        "warn", 'config file: ignoring unknown key "client-transport-security.crl-file"'
+    ) in notices
+
+
+def test_auto_tls_with_certs_is_ignored_with_etcds_warning(tmp_path: Path) -> None:
+    _, cert, key, _ = _pki(tmp_path)
+    notices: list[Notice] = []
+    parse_serve_args(
+        [*_HTTPS_CLIENT, "--cert-file", cert, "--key-file", key, "--auto-tls"], {},
+        notices=notices,
+    )
+    assert Notice("warn", "ignoring client auto TLS since certs given") in notices
+
+
+def test_tls_refusals(tmp_path: Path) -> None:
+    ca, cert, key, other_key = _pki(tmp_path)
+    missing = str(tmp_path / "absent.pem")
+    assert refused(_HTTPS_CLIENT) == (
+        "TLS key/cert (--cert-file, --key-file) must be provided for client url "
+        "https://127.0.0.1:3379 with HTTPS scheme"
+    )
+    assert refused(_HTTPS_PEER) == (
+        "--peer-cert-file, --peer-key-file: cannot listen on TLS for 127.0.0.1:3380: "
+        "KeyFile and CertFile are not presented"
+    )
+    assert refused([*_HTTPS_CLIENT, "--cert-file", cert]) == (
+        f"--cert-file/--key-file: KeyFile and CertFile must both be present[key: , cert: {cert}]"
+    )
+    assert refused([*_HTTPS_CLIENT, "--cert-file", missing, "--key-file", key]) == (
+        f"--cert-file: open {missing}: no such file or directory"
+    )
+    assert refused([*_HTTPS_PEER, "--peer-cert-file", cert, "--peer-key-file", other_key]) == (
+        "--peer-cert-file/--peer-key-file: tls: private key does not match public key"
+    )
+    assert refused([*_HTTPS_CLIENT, "--cert-file", cert, "--key-file", key,
+                    "--client-cert-auth"]).startswith(
+        "--client-cert-auth requires --trusted-ca-file"
+    )
+    assert refused([*_HTTPS_CLIENT, "--auto-tls", "--trusted-ca-file", missing]) == (
+        f"--trusted-ca-file: open {missing}: no such file or directory"
+    )
+    # https on the client side does not make peer TLS flags acceptable on http peer URLs
+    assert refused([*_HTTPS_CLIENT, "--auto-tls", "--peer-auto-tls"]).startswith(
+        "--peer-auto-tls given but no --listen-peer-urls URL is https://"
+    )
+    assert parse([*_HTTPS_CLIENT, "--auto-tls"]).client_tls().auto_tls
 
 
 def test_security_booleans_set_false_are_accepted() -> None:
@@ -407,7 +577,7 @@ def test_security_booleans_set_false_are_accepted() -> None:
         (
             ["--listen-peer-urls", "ftp://127.0.0.1:1"],
             'invalid value "ftp://127.0.0.1:1" for flag --listen-peer-urls: '
-            "URL scheme must be http: ftp://127.0.0.1:1",
+            "URL scheme must be http or https: ftp://127.0.0.1:1",
         ),
         (
             ["--listen-peer-urls", "http://127.0.0.1"],
@@ -438,11 +608,11 @@ def test_security_booleans_set_false_are_accepted() -> None:
         (["--listen-peer-urls", "http://127.0.0.1:2380?a=b"], "URL must not contain a path"),
         (["--listen-peer-urls", "http://u:p@127.0.0.1:2380"], "must not contain user information"),
         (
-            ["--advertise-client-urls", "https://127.0.0.1:2379"],
-            "--advertise-client-urls: https:// URLs are not supported yet (only http://): "
-            "https://127.0.0.1:2379",
+            ["--advertise-client-urls", "unixs://127.0.0.1:2379"],
+            "--advertise-client-urls: unixs:// URLs are not supported (only http:// and "
+            "https://): unixs://127.0.0.1:2379",
         ),
-        (["--listen-peer-urls", "unix://sock:1"], "unix:// URLs are not supported yet"),
+        (["--listen-peer-urls", "unix://sock:1"], "unix:// URLs are not supported"),
         (
             ["--listen-client-urls", "http://127.0.0.1:3379"],
             "--advertise-client-urls is required when --listen-client-urls is set explicitly",
@@ -723,6 +893,8 @@ def test_any_input_gives_a_config_or_a_one_line_error(argv: list[str], env: dict
 
 ETCD = shutil.which("etcd")
 
+_TLS_PORTS = (free_port(), free_port())  # etcd refuses these before it binds them
+
 # (argv, environment, text that must appear in both keelson's and etcd's message). Only
 # refusals etcd makes before it opens a port or a data dir.
 DIFFERENTIAL: list[tuple[list[str], dict[str, str], str]] = [
@@ -763,6 +935,26 @@ DIFFERENTIAL: list[tuple[list[str], dict[str, str], str]] = [
     (
         ["--experimental-watch-progress-notify-interval", "10"], {},
         'invalid value "10" for flag --experimental-watch-progress-notify-interval: parse error',
+    ),
+    (
+        [
+            "--listen-client-urls", f"https://127.0.0.1:{_TLS_PORTS[0]}",
+            "--advertise-client-urls", f"https://127.0.0.1:{_TLS_PORTS[0]}",
+            "--listen-peer-urls", f"http://127.0.0.1:{_TLS_PORTS[1]}",
+            "--initial-advertise-peer-urls", f"http://127.0.0.1:{_TLS_PORTS[1]}",
+            "--initial-cluster", f"default=http://127.0.0.1:{_TLS_PORTS[1]}",
+        ], {},
+        "TLS key/cert (--cert-file, --key-file) must be provided for client url "
+        f"https://127.0.0.1:{_TLS_PORTS[0]} with HTTPS scheme",
+    ),
+    (
+        [
+            "--listen-peer-urls", f"https://127.0.0.1:{_TLS_PORTS[1]}",
+            "--initial-advertise-peer-urls", f"https://127.0.0.1:{_TLS_PORTS[1]}",
+            "--initial-cluster", f"default=https://127.0.0.1:{_TLS_PORTS[1]}",
+        ], {},
+        f"cannot listen on TLS for 127.0.0.1:{_TLS_PORTS[1]}: KeyFile and CertFile are not "
+        "presented",
     ),
 ]
 

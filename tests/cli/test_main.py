@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import os
+import ssl
 import subprocess
 import sys
 import types
@@ -88,9 +89,17 @@ def test_serve_refuses_bad_environment(
 def test_serve_hands_the_config_to_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[ServeConfig] = []
 
-    def serve(config: ServeConfig, client_server: object = None) -> None:
+    def serve(
+        config: ServeConfig,
+        client_server: object = None,
+        peer_ssl: tuple[object, object] = (None, None),
+        peer_cert_check: object = None,
+    ) -> None:
         assert callable(client_server)
         assert client_server.__qualname__.startswith("front_end_factory")  # type: ignore[attr-defined]
+        # http peer URLs: no TLS listener; a dialer context for peers advertising https
+        assert peer_ssl[0] is None and isinstance(peer_ssl[1], ssl.SSLContext)
+        assert peer_cert_check is None
         seen.append(config)
 
     _fake_server(monkeypatch, serve)
@@ -102,7 +111,7 @@ def test_serve_hands_the_config_to_the_server(monkeypatch: pytest.MonkeyPatch) -
 def test_configuration_notices_are_logged(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    _fake_server(monkeypatch, lambda config, client_server=None: None)
+    _fake_server(monkeypatch, lambda config, client_server=None, **peer: None)
     monkeypatch.setenv("ETCD_FOO", "1")
     monkeypatch.setenv("ETCD_NAME", "n2")
     with caplog.at_level(logging.INFO, logger="keelson.cli"):
@@ -115,7 +124,7 @@ def test_configuration_notices_are_logged(
 
 
 def test_serve_interrupted_exits_quietly(monkeypatch: pytest.MonkeyPatch) -> None:
-    def serve(config: ServeConfig, client_server: object = None) -> None:
+    def serve(config: ServeConfig, client_server: object = None, **peer: object) -> None:
         raise KeyboardInterrupt
 
     _fake_server(monkeypatch, serve)
@@ -150,7 +159,7 @@ def test_python_m_version() -> None:
 def test_a_member_that_cannot_start_exits_1_with_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def serve(config: ServeConfig, client_server: object = None) -> None:
+    def serve(config: ServeConfig, client_server: object = None, **peer: object) -> None:
         raise _FakeStartError("member 8e9e05c52164694d has already been bootstrapped")
 
     _fake_server(monkeypatch, serve)
@@ -178,3 +187,31 @@ def test_restart_ignores_initial_cluster_flags(tmp_path: Path) -> None:
         f"the server is already initialized (WAL in {str(wal)!r}): --initial-cluster, "
         "--initial-cluster-state and --initial-cluster-token are ignored"
     ]
+
+
+def test_serve_client_auto_tls_and_tls_refusals(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--auto-tls makes <data-dir>/fixtures/client before the member starts and the front end
+    factory gets the TLS; a missing certificate file is one line and exit status 2."""
+    served: list[ServeConfig] = []
+
+    def serve(config: ServeConfig, client_server: object = None, **peer: object) -> None:
+        served.append(config)
+
+    _fake_server(monkeypatch, serve)
+    url = "https://127.0.0.1:23791"
+    https = ["--listen-client-urls", url, "--advertise-client-urls", url]
+    data = tmp_path / "d"
+    assert main(["serve", *https, "--auto-tls", "--data-dir", str(data), "--log-level",
+                 "error"]) == 0
+    assert len(served) == 1
+    assert sorted(p.name for p in (data / "fixtures" / "client").iterdir()) == [
+        "cert.pem", "key.pem",
+    ]
+    missing = tmp_path / "absent.crt"
+    assert main(["serve", *https, "--cert-file", str(missing), "--key-file", str(missing)]) == 2
+    assert capsys.readouterr().err == (
+        f"keelson: --cert-file: open {missing}: no such file or directory\n"
+    )
+    assert len(served) == 1

@@ -531,3 +531,42 @@ def test_writes_are_judged_at_their_place_in_the_log(tmp_path: Path) -> None:
             await s.stop()
 
     run(main)
+
+
+@pytest.mark.parametrize("client_cert_auth", [True, False])
+def test_certificate_name_is_the_user_only_with_client_cert_auth(
+    tmp_path: Path, client_cert_auth: bool
+) -> None:
+    """etcd 3.4's AuthInfoFromTLS: a caller that sent no token but presented a verified
+    certificate is the user its CN names, only with --client-cert-auth."""
+    cn = member_auth.CertificateName
+
+    async def main() -> None:
+        s = await _started(tmp_path, client_cert_auth=client_cert_auth)
+        try:
+            await _setup(s)
+            await s.put(pb.PutRequest(key=b"a/1", value=b"v"), await _token(s, "root", "rootpw"))
+            if not client_cert_auth:
+                await _expect(errors.USER_EMPTY, s.range(pb.RangeRequest(key=b"a/1"), cn("alice")))
+                return
+            assert (await s.range(pb.RangeRequest(key=b"a/1"), cn("alice"))).count == 1
+            await s.put(pb.PutRequest(key=b"a/2", value=b"v"), cn("alice"))
+            await _expect(errors.PERMISSION_DENIED, s.range(pb.RangeRequest(key=b"b"), cn("alice")))
+            await _expect(errors.PERMISSION_DENIED, s.put(pb.PutRequest(key=b"b"), cn("alice")))
+            await _expect(errors.PERMISSION_DENIED, s.auth.user_list(pb.AuthUserListRequest(),
+                                                                     cn("alice")))
+            # a name that is no user is denied on use, as etcd
+            await _expect(errors.PERMISSION_DENIED, s.range(pb.RangeRequest(key=b"a/1"),
+                                                            cn("nobody")))
+            await _expect(errors.USER_NOT_FOUND, s.auth.user_list(pb.AuthUserListRequest(),
+                                                                 cn("nobody")))
+            # a certificate without a CN names the empty user
+            await _expect(errors.PERMISSION_DENIED, s.range(pb.RangeRequest(key=b"a/1"), cn("")))
+            await s.auth.user_list(pb.AuthUserListRequest(), cn("root"))
+            info = await s.auth.identify(cn("alice"))
+            assert info is not None and info.username == "alice"
+            assert info.revision == s.auth.store.revision
+        finally:
+            await s.stop()
+
+    run(main)

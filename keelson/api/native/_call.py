@@ -5,9 +5,9 @@ stream and feeds it what the peer sent (``on_data``/``on_end``/``on_reset``); th
 the servicer method in its own task and answers through the connection's ``H2Connection``.
 A ``Call`` *is* the context object handed to keelson's servicers: it implements the part
 of ``grpc.aio.ServicerContext`` they use (``abort``, ``invocation_metadata``, ``peer``,
-``write``, ``time_remaining``, ``cancelled``, ``done``, ``add_done_callback``,
-``set_code``/``set_details``), so the grpcio and native front ends share one translation
-layer (``keelson.api.kv`` and friends).
+``auth_context``, ``write``, ``time_remaining``, ``cancelled``, ``done``,
+``add_done_callback``, ``set_code``/``set_details``), so the grpcio and native front
+ends share one translation layer (``keelson.api.kv`` and friends).
 
 Invariants:
 * The status is sent at most once (``_closed``); nothing is sent after it, and a send
@@ -440,6 +440,11 @@ class Call:
     def peer(self) -> str:
         """``ipv4:host:port`` / ``ipv6:[host]:port``, as gRPC spells the client's address."""
         return self._protocol.peer
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        """The connection's security, in grpcio's shape (``x509_common_name`` of a verified
+        client certificate on TLS)."""
+        return self._protocol.auth_context
 
     def time_remaining(self) -> float | None:
         if self._deadline is None:

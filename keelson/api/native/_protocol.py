@@ -16,14 +16,25 @@ Invariants:
   consume them (see ``_call``), so a slow handler closes the client's window.
 * ``data_received`` never raises: the core answers protocol errors on the wire, and an
   unexpected failure here closes this connection only.
-* After ``shutdown`` (graceful GOAWAY) the transport closes as soon as no call is left;
-  after ``ConnectionTerminated(remote=False)`` it closes after the final flush.
+* TLS (a listener wrapped in ``ServingTLS.context``): ``connection_made`` runs after the
+  handshake; a client that did not negotiate ``h2`` by ALPN is closed at once (gRPC over
+  TLS requires it), and the verified client certificate, if any, is kept as
+  :attr:`GrpcProtocol.auth_context` in grpcio's shape (``x509_common_name``), so calls
+  name their caller the same way on both front ends.
+* ``shutdown`` drains in two steps, as RFC 9113 section 6.8 advises: GOAWAY with the
+  largest stream id plus a PING, then - when the PING's ACK arrives (or after
+  ``GOAWAY_PING_TIMEOUT``, or when the server gives up waiting) - GOAWAY with the last stream
+  id really handed to a call. Requests the client sent before it saw the first GOAWAY are
+  thus served, not silently dropped. The transport closes once the final GOAWAY is out and
+  no call is left; after ``ConnectionTerminated(remote=False)`` it closes after the final
+  flush.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from typing import TYPE_CHECKING, Any, cast
 
 from keelson.api.native._call import INTERNAL, Call
@@ -33,6 +44,7 @@ from keelson.http2 import (
     DataReceived,
     H2Connection,
     H2Error,
+    PingAck,
     RequestReceived,
     StreamEnded,
     StreamReset,
@@ -49,6 +61,11 @@ UNIMPLEMENTED = 12
 #: Transport write-buffer marks: above HIGH we stop reading until it drains below LOW.
 WRITE_BUFFER_HIGH = 1 << 20
 WRITE_BUFFER_LOW = 256 * 1024
+#: The PING of the two-step GOAWAY, and how long its ACK is awaited (grpc-go: a minute; our
+#: callers stop with a grace of seconds, and a client that does not answer is not waited for).
+SHUTDOWN_PING = b"keelson\x00"
+GOAWAY_PING_TIMEOUT = 1.0
+MAX_STREAM_ID = (1 << 31) - 1
 
 
 class GrpcProtocol(asyncio.Protocol):
@@ -60,12 +77,15 @@ class GrpcProtocol(asyncio.Protocol):
         self.h2 = H2Connection(server.h2_config)
         self.transport: asyncio.Transport | None = None
         self.peer = "unknown"
+        self.auth_context: dict[str, list[bytes]] = _PLAINTEXT
         self.writing_paused = False
         self._calls: dict[int, Call] = {}
         self._window_waiters: set[Call] = set()
         self._flush_scheduled = False
         self._closing = False  # the transport is closing or closed
         self._draining = False  # our GOAWAY went out; close once the calls are done
+        self._final_goaway = False  # the GOAWAY naming the real last stream id went out
+        self._goaway_timer: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------ asyncio callbacks
 
@@ -74,6 +94,14 @@ class GrpcProtocol(asyncio.Protocol):
         self.transport = transport
         transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH, low=WRITE_BUFFER_LOW)
         self.peer = _peer_name(transport.get_extra_info("peername"))
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            if ssl_object.selected_alpn_protocol() != "h2":
+                _log.info("closing the TLS connection from %s: no ALPN h2 negotiated", self.peer)
+                self._closing = True
+                transport.close()
+                return
+            self.auth_context = tls_auth_context(ssl_object)
         self._server.connection_opened(self)
         # Our preface (SETTINGS + WINDOW_UPDATE) waits for the client's first bytes: an
         # HTTP/1.1 client then gets a readable 505 instead of binary frames.
@@ -92,6 +120,8 @@ class GrpcProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
+        if self._goaway_timer is not None:
+            self._goaway_timer.cancel()
         for call in list(self._calls.values()):
             call.on_reset()
         self._calls.clear()
@@ -132,9 +162,12 @@ class GrpcProtocol(asyncio.Protocol):
                 call = calls.pop(event.stream_id, None)
                 if call is not None:
                     call.on_reset()
+            elif kind is PingAck:
+                if event.data == SHUTDOWN_PING and self._draining:
+                    self._send_final_goaway()
             elif kind is ConnectionTerminated:
                 if not event.remote:  # we ended it for the client's fault: flush and close
-                    self._draining = True
+                    self._draining = self._final_goaway = True
                     for call in list(calls.values()):
                         call.on_reset()
                     calls.clear()
@@ -202,7 +235,7 @@ class GrpcProtocol(asyncio.Protocol):
         if self._calls.get(call.stream_id) is call:
             del self._calls[call.stream_id]
         self._window_waiters.discard(call)
-        if self._draining and not self._calls:
+        if self._draining and self._final_goaway and not self._calls:
             self.schedule_flush()
 
     def wait_for_window(self, call: Call) -> None:
@@ -227,7 +260,7 @@ class GrpcProtocol(asyncio.Protocol):
         data = self.h2.data_to_send()
         if data:
             self.transport.write(data)
-        if self.h2.terminated or (self._draining and not self._calls):
+        if self.h2.terminated or (self._draining and self._final_goaway and not self._calls):
             self._close()
 
     def _close(self) -> None:
@@ -242,11 +275,37 @@ class GrpcProtocol(asyncio.Protocol):
         return len(self._calls)
 
     def shutdown(self) -> None:
-        """Graceful stop: GOAWAY (no new streams), keep serving the calls already open."""
-        if self._closing:
+        """Graceful stop, first step: GOAWAY(2^31-1) + PING; keep serving every call.
+
+        The second step (:meth:`_send_final_goaway`) follows the PING's ACK: by then the
+        client has seen the first GOAWAY, so every request it sent before is in.
+        """
+        if self._closing or self._draining:
             return
         self._draining = True
-        if not self.h2.terminated:
+        if self.h2.terminated:
+            self._final_goaway = True
+        else:
+            try:
+                self.h2.goaway(last_stream_id=MAX_STREAM_ID)
+                self.h2.ping(SHUTDOWN_PING)
+            except H2Error:
+                self._final_goaway = True
+            else:
+                self._goaway_timer = self._loop.call_later(
+                    GOAWAY_PING_TIMEOUT, self._send_final_goaway
+                )
+        self.schedule_flush()
+
+    def _send_final_goaway(self) -> None:
+        """Graceful stop, second step: GOAWAY with the last stream id handed to a call."""
+        if self._final_goaway:
+            return
+        self._final_goaway = True
+        if self._goaway_timer is not None:
+            self._goaway_timer.cancel()
+            self._goaway_timer = None
+        if not self._closing and not self.h2.terminated:
             try:
                 self.h2.goaway()
             except H2Error:
@@ -255,6 +314,7 @@ class GrpcProtocol(asyncio.Protocol):
 
     def cancel_calls(self) -> None:
         """The grace ran out: end every open call with UNAVAILABLE, then close."""
+        self._send_final_goaway()
         for call in list(self._calls.values()):
             call.on_shutdown()
         self.schedule_flush()
@@ -264,6 +324,30 @@ class GrpcProtocol(asyncio.Protocol):
         if self.transport is not None:
             self._closing = True
             self.transport.abort()
+
+
+_PLAINTEXT: dict[str, list[bytes]] = {"transport_security_type": [b"insecure"]}
+
+
+def tls_auth_context(ssl_object: ssl.SSLObject) -> dict[str, list[bytes]]:
+    """grpcio's ``auth_context()`` for a TLS connection: the verified client certificate
+    (``getpeercert()`` is empty when none was verified) as ``x509_pem_cert`` and its
+    subject's Common Name(s) as ``x509_common_name``."""
+    context: dict[str, list[bytes]] = {"transport_security_type": [b"ssl"]}
+    cert = ssl_object.getpeercert()
+    if not cert:
+        return context
+    der = ssl_object.getpeercert(binary_form=True)
+    if der:
+        context["x509_pem_cert"] = [ssl.DER_cert_to_PEM_cert(der).encode("ascii")]
+    names: list[bytes] = []
+    for rdn in cert.get("subject", ()):
+        for attribute in rdn:
+            if attribute[0] == "commonName":
+                names.append(str(attribute[1]).encode("utf-8"))
+    if names:
+        context["x509_common_name"] = names
+    return context
 
 
 def _peer_name(address: Any) -> str:

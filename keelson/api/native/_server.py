@@ -8,7 +8,9 @@ so the two front ends cannot disagree on which methods exist. Each accepted TCP 
 gets a :class:`~._protocol.GrpcProtocol`.
 
 The interface is the part of ``grpc.aio.Server`` the member uses: ``add_insecure_port``
-(binds at once and returns the port, so port 0 works), ``start()``, ``stop(grace)``.
+(binds at once and returns the port, so port 0 works), ``start()``, ``stop(grace)``; plus
+``add_tls_port(address, context)`` for a TLS listener (an ``ssl.SSLContext`` offering ALPN
+``h2``; connections that do not negotiate it are closed, see ``_protocol``).
 ``stop`` sends GOAWAY on every connection, lets open calls finish for up to ``grace``
 seconds, then ends the rest with UNAVAILABLE and closes the connections (``grace`` None:
 no wait, as grpc.aio).
@@ -24,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +38,7 @@ from keelson.api.lease import LeaseServicer
 from keelson.api.maintenance import MaintenanceServicer
 from keelson.api.native._call import Kind, Route
 from keelson.api.native._protocol import GrpcProtocol
+from keelson.api.serving_tls import ServingTLS
 from keelson.api.watch import WatchServicer
 from keelson.http2 import H2Config
 from keelson.proto.etcdserverpb import rpc_pb2 as pb
@@ -94,7 +98,7 @@ class NativeServer:
         )
         self.max_receive_bytes = max_request_bytes + GRPC_OVERHEAD_BYTES
         self.h2_config = H2Config(max_concurrent_streams=MAX_CONCURRENT_STREAMS)
-        self._sockets: list[socket.socket] = []
+        self._sockets: list[tuple[socket.socket, ssl.SSLContext | None]] = []
         self._listeners: list[asyncio.AbstractServer] = []
         self._connections: set[GrpcProtocol] = set()
         self._idle = asyncio.Event()
@@ -102,6 +106,14 @@ class NativeServer:
 
     def add_insecure_port(self, address: str) -> int:
         """Bind ``host:port`` now (port 0: the OS picks); return the bound port."""
+        return self._bind(address, None)
+
+    def add_tls_port(self, address: str, context: ssl.SSLContext) -> int:
+        """Bind ``host:port`` now for TLS connections made with ``context`` (which must offer
+        ALPN ``h2``); return the bound port."""
+        return self._bind(address, context)
+
+    def _bind(self, address: str, context: ssl.SSLContext | None) -> int:
         host, _, port = address.rpartition(":")
         host = host.strip("[]") or "0.0.0.0"
         infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM,
@@ -116,15 +128,17 @@ class NativeServer:
         except OSError:
             sock.close()
             raise RuntimeError(f"cannot listen on {address}") from None
-        self._sockets.append(sock)
+        self._sockets.append((sock, context))
         bound: int = sock.getsockname()[1]
         return bound
 
     async def start(self) -> None:
         """Accept connections on every bound address."""
         loop = asyncio.get_running_loop()
-        for sock in self._sockets:
-            listener = await loop.create_server(lambda: GrpcProtocol(self), sock=sock)
+        for sock, context in self._sockets:
+            listener = await loop.create_server(
+                lambda: GrpcProtocol(self), sock=sock, ssl=context
+            )
             self._listeners.append(listener)
 
     async def stop(self, grace: float | None) -> None:
@@ -162,9 +176,14 @@ def build_native_server(
     server: Any,
     listen_addresses: Sequence[str],
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    tls: ServingTLS | None = None,
 ) -> NativeServer:
-    """The native client-facing server bound to every ``host:port`` (not yet started)."""
+    """The native client-facing server bound to every ``host:port`` (with TLS where ``tls``
+    says so; not yet started)."""
     srv = NativeServer(server, max_request_bytes)
     for address in listen_addresses:
-        srv.add_insecure_port(address)
+        if tls is not None and tls.serves(address):
+            srv.add_tls_port(address, tls.context)
+        else:
+            srv.add_insecure_port(address)
     return srv
