@@ -3,6 +3,7 @@
     git archive HEAD keelson | tar -x -C /tmp/before      # a tree to compare with
     python -m bench.ab /tmp/before                          # put 3m 16/256, 2 rounds each
     python -m bench.ab /tmp/before --load range --level 1/1 --total 500 --rounds 3
+    python -m bench.ab . --after-env KEELSON_EXPERIMENTAL_PARALLEL_APPEND=1  # a switch alone
 
 Each round starts a fresh cluster from each tree (``before`` = the ``keelson`` package in
 the given directory, ``after`` = this checkout), alternating which goes first, drives it with
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -55,10 +57,12 @@ def _cpu_seconds(cluster: LocalCluster) -> float:
 
 
 def one(tree: Path, workdir: Path, members: int, conns: int, clients: int, load: str,
-        total: int) -> Sample:
-    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "PYTHONSAFEPATH")}
+        total: int, env: dict[str, str] | None = None) -> Sample:
+    env = env or {}
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "PYTHONSAFEPATH", *env)}
     os.environ["PYTHONPATH"] = str(tree)
     os.environ["PYTHONSAFEPATH"] = "1"
+    os.environ.update(env)
     try:
         cluster = LocalCluster("keelson", members, workdir).start()
     finally:
@@ -86,7 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--level", default="16/256", help="conns/clients")
     ap.add_argument("--total", type=int, default=6000)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--after-env", action="append", default=[], metavar="NAME=VALUE",
+                    help="set for the 'after' members only (e.g. an experimental switch; "
+                    "give this checkout as 'before' to compare the switch alone)")
     ns = ap.parse_args(argv)
+    after_env = dict(kv.split("=", 1) for kv in ns.after_env)
     if not (ns.before / "keelson" / "__init__.py").exists():
         raise SystemExit(f"{ns.before} holds no keelson package")
     conns, clients = (int(x) for x in ns.level.split("/"))
@@ -99,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             order = list(trees) if r % 2 == 0 else list(reversed(trees))
             for name in order:
                 s = one(trees[name], Path(tmp) / f"{name}-{r}", ns.members, conns, clients,
-                        ns.load, ns.total)
+                        ns.load, ns.total, after_env if name == "after" else None)
                 got[name].append(s)
                 f = s.figures
                 print(f"{name:6} {f.rps:8.0f} req/s  avg {f.avg_ms:8.2f} ms  "
@@ -108,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         rps = sum(s.figures.rps for s in samples) / len(samples)
         cpu = sum(s.cpu_us_per_req for s in samples) / len(samples)
         print(f"{name:6} mean {rps:8.0f} req/s  cpu {cpu:6.0f} us/req")
+        rs = sorted(s.figures.rps for s in samples)
+        lat = sorted(s.figures.avg_ms for s in samples)
+        print(f"{name:6} median {statistics.median(rs):8.0f} req/s (min {rs[0]:.0f}, max "
+              f"{rs[-1]:.0f}), median avg latency {statistics.median(lat):.2f} ms")
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
     return 0
 

@@ -178,7 +178,8 @@ class Ready:
     """Everything the application must do, in this order:
 
     1. persist ``snapshot`` (if any), ``entries`` and ``hard_state`` (fsync if ``must_sync``);
-    2. send ``messages`` (only after step 1 is durable);
+    2. send ``messages`` (only after step 1 is durable; a leader may send some of them
+       before, see ``parallel_append.split_early``);
     3. apply ``snapshot`` then ``committed_entries`` to the state machine;
     4. call ``advance(ready)``.
     """

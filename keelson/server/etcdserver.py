@@ -11,6 +11,16 @@ requests by request id, and calls ``advance``. Proposals are handed to raft once
 loop turn, all of that turn's requests in one MsgProp (``_flush_proposals``), so raft sends
 one append per follower for them rather than one per request.
 
+Parallel append (experimental, off by default: ``KEELSON_EXPERIMENTAL_PARALLEL_APPEND=1``,
+read once when the ``MemberConfig`` is built). A leader sends its appends and heartbeats
+*before* its own WAL fsync (Raft thesis §10.2.1), so its fsync overlaps the followers'
+ones; the rule and why it is safe are in ``keelson/raft/parallel_append.py``. What this loop
+guarantees for it: the next Ready is taken only after this one's save returned, so a commit
+index that counted the leader's not yet durable entries reaches no one before they are
+durable. In the same mode a Ready with nothing to fsync (a hard state that only moves the
+commit index) is written on the loop's thread rather than in a worker thread: a buffered
+write of a few bytes, not worth two thread hand-offs on the apply path.
+
 Durability: a write is acknowledged only after its entry is committed, durable in the WAL of
 a quorum and applied to the backend. Replay after a crash is idempotent: entries at or below
 the backend's consistent index are not re-applied to the key space.
@@ -61,6 +71,7 @@ from keelson.raft import (
     Snapshot,
     StateType,
 )
+from keelson.raft.parallel_append import split_early
 from keelson.server.apply import ALARM_BUCKET, NOSPACE, Applier
 from keelson.server.auth import MemberAuth
 from keelson.server.compactor import Compactor, parse_retention
@@ -80,6 +91,13 @@ log = logging.getLogger(__name__)
 DEFAULT_QUOTA_BYTES = 2 * 1024 * 1024 * 1024
 PROPOSAL_BATCH_BYTES = 1024 * 1024
 """Most bytes of requests proposed to raft in one MsgProp (raft's max_size_per_msg)."""
+PARALLEL_APPEND_ENV = "KEELSON_EXPERIMENTAL_PARALLEL_APPEND"
+"""``=1`` turns on the experimental parallel append (see the module docstring)."""
+
+
+def parallel_append_from_env() -> bool:
+    """Whether ``KEELSON_EXPERIMENTAL_PARALLEL_APPEND=1`` is set (the MemberConfig default)."""
+    return os.environ.get(PARALLEL_APPEND_ENV, "") == "1"
 
 
 @dataclass(frozen=True)
@@ -111,6 +129,8 @@ class MemberConfig:
     watch_progress_notify_interval_s: float = 600.0  # <= 0: etcd's 10 minutes
     request_timeout_s: float = 7.0
     fsync: bool = True
+    parallel_append: bool = field(default_factory=parallel_append_from_env)
+    """Experimental: the leader sends appends before its own WAL fsync (module docstring)."""
 
 
 class _Waiter:
@@ -131,6 +151,9 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
         forward: Callable[[int, str, bytes], Awaitable[bytes]] | None = None,
     ):
         self.cfg = cfg
+        if cfg.parallel_append:
+            log.warning("experimental: the leader sends appends before its own WAL fsync "
+                        "(%s=1)", PARALLEL_APPEND_ENV)
         self._forward = forward
         self._send = send
         self._faults = faults or _no_faults
@@ -302,7 +325,10 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
         )
         if not comp.enabled:
             return
-        while True:
+        # not ``while True``: on Python 3.11 ``wait_for`` (in _propose) swallows a
+        # cancellation that arrives as its future completes, and stop() would then wait
+        # for this loop forever (seen as a 300 s hang of test_auto_compaction_revision_mode)
+        while not self._stopped:
             await asyncio.sleep(comp.interval())
             now = time.monotonic()
             rev = self.kv.current_revision
@@ -430,16 +456,30 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
         if rd.snapshot is not None and not rd.snapshot.is_empty():
             await asyncio.to_thread(self._install_snapshot, rd.snapshot)
             self.watches.rebind(self.kv)  # on the loop's thread, like every watch call
+        messages = rd.messages
+        if self.cfg.parallel_append:
+            early, messages = split_early(
+                rd,
+                is_leader=self._state == StateType.LEADER,
+                durable_term=self.storage.hard_state.term,
+                durable_last_index=self.storage.last_index(),
+            )
+            if early and self._send is not None:
+                self._send(list(early))
+                self._faults("after-early-send")
         if rd.entries or rd.hard_state is not None:
-            await asyncio.to_thread(self.wal.save, rd.hard_state, rd.entries, rd.must_sync)
+            if self.cfg.parallel_append and not rd.must_sync and not rd.entries:
+                self.wal.save(rd.hard_state, rd.entries, False)  # a buffered write, no fsync
+            else:
+                await asyncio.to_thread(self.wal.save, rd.hard_state, rd.entries, rd.must_sync)
         if rd.hard_state is not None:
             self.storage.set_hard_state(rd.hard_state)
             self._term = rd.hard_state.term
         if rd.entries:
             self.storage.append(rd.entries)
-        if rd.messages and self._send is not None:
-            snaps = [m for m in rd.messages if m.type == MessageType.SNAP]
-            self._send([m for m in rd.messages if m.type != MessageType.SNAP])
+        if messages and self._send is not None:
+            snaps = [m for m in messages if m.type == MessageType.SNAP]
+            self._send([m for m in messages if m.type != MessageType.SNAP])
             if snaps:
                 task = asyncio.create_task(self._send_with_image(snaps))
                 self._bg.add(task)
@@ -660,6 +700,7 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
 
 
 def _no_faults(point: str) -> None:
-    """Failpoints (``before-apply``: entries durable in the WAL, backend not yet written);
-    tests pass a hook that raises to simulate a crash exactly there."""
+    """Failpoints (``before-apply``: entries durable in the WAL, backend not yet written;
+    ``after-early-send``: with parallel append, a leader's appends sent, its own WAL write
+    not started); tests pass a hook that raises to simulate a crash exactly there."""
 

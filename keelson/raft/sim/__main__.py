@@ -1,6 +1,7 @@
 """``python -m keelson.raft.sim``: run seeded cluster schedules and check Raft's invariants.
 
     python -m keelson.raft.sim --seeds 500 [--start 0] [--nodes 3|5] [--steps K]
+                               [--parallel-append]
     python -m keelson.raft.sim --seed 17 --trace
 
 Prints each failing seed (rule, detail, last events, replay command) and ends with
@@ -28,6 +29,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", type=int, choices=(3, 5), default=3, help="initial voters")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="steps of the faulty phase")
     p.add_argument("--trace", action="store_true", help="print every event of each run")
+    p.add_argument(
+        "--parallel-append",
+        action="store_true",
+        help="leaders send appends before persisting; crashes in between (SimOptions)",
+    )
     return p
 
 
@@ -44,7 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     violations = 0
     for seed in seeds:
         echo = print if args.trace else None
-        result = run_seed(seed, args.nodes, args.steps, full_trace=args.trace, echo=echo)
+        result = run_seed(
+            seed, args.nodes, args.steps, full_trace=args.trace, echo=echo,
+            parallel_append=args.parallel_append,
+        )
         if result.ok:
             if args.trace:
                 print(f"seed {seed}: ok ({result.steps} steps) {result.stats}")
@@ -53,9 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         violations += len(result.violations)
         if args.trace:
             print(f"seed {seed}: rules violated: {', '.join(sorted(result.first))}")
-            print(f"replay: {replay_command(result, args.steps)}")
+            print(f"replay: {replay_command(result, args.steps, args.parallel_append)}")
         else:
-            print(report(result, args.steps))
+            print(report(result, args.steps, args.parallel_append))
         sys.stdout.flush()
     tail = f" in {failed} seeds" if failed else ""
     print(f"{len(seeds)} seeds, {violations} violations{tail}")

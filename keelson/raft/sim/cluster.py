@@ -17,6 +17,11 @@ produced it. A write is acknowledged to the client when the member it was propos
 applies it; a read is served when its member has applied the ReadIndex answer's index.
 Members removed from the cluster are shut down when the removal is first applied, as etcd
 does, and messages to or from them are dropped.
+
+With ``SimOptions.parallel_append`` a leader sends the messages ``split_early`` allows
+before persisting its Ready (keelson's experimental parallel append), and a member with
+something to persist crashes between that early send and the persistence with probability
+``mid_save_crash``; the messages already sent are still delivered.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import random
 from dataclasses import dataclass, field
 
 from keelson.raft.log import RaftLog
+from keelson.raft.parallel_append import split_early
 from keelson.raft.rawnode import RawNode, StepPeerNotFoundError
 from keelson.raft.sim.checker import MAX_RECORDED, Checker, TermAt, Violation, write_id
 from keelson.raft.sim.clock import TICK, Agenda, Event, EventKind
@@ -54,6 +60,12 @@ class SimOptions:
     nodes: int = 3
     steps: int = DEFAULT_STEPS
     progress_ticks: int = 150
+    parallel_append: bool = False
+    """Leaders send ``split_early``'s messages before persisting the Ready, as keelson's
+    server does with its experimental switch, and members sometimes crash in between."""
+    mid_save_crash: float = 0.03
+    """With ``parallel_append``: chance that a member with something to persist crashes
+    after the early send and before persisting (while faults are on)."""
 
 
 @dataclass
@@ -114,6 +126,9 @@ class Simulation:
             "transfers": 0,
             "partitions": 0,
             "elections": 0,
+            "early_messages": 0,
+            "mid_save_crashes": 0,
+            "leader_mid_save_crashes": 0,
         }
 
     # ================================================================== the loop
@@ -359,6 +374,28 @@ class Simulation:
             node.sm, node.applied, node.conf = writes, meta.index, meta.conf_state
             self.stats["snapshots_installed"] += 1
             self.trace.add(f"n{node.id} installs snapshot {meta.index}/{meta.term}")
+        late = rd.messages
+        if self.options.parallel_append:
+            early, late = split_early(
+                rd,
+                is_leader=rn.raft.state == StateType.LEADER,
+                durable_term=st.hard_state.term,
+                durable_last_index=st.last_index(),
+            )
+            self._send(node, early)
+            self.stats["early_messages"] += len(early)
+            # (not before the member's first save: a member that never persisted its
+            # bootstrap is not a member that crashed, it never started)
+            if (rd.must_sync or rd.entries) and st.last_index() > 0 and not self.final:
+                if self.rng.random() < self.options.mid_save_crash:
+                    self.stats["mid_save_crashes"] += 1
+                    if early and rd.entries:
+                        self.stats["leader_mid_save_crashes"] += 1
+                    self.crash(node, "after the early send, before persisting")
+                    self.agenda.after(
+                        self.rng.randint(TICK, 10 * TICK), Event(EventKind.RESTART, node.id)
+                    )
+                    return
         if rd.entries:
             first = rd.entries[0].index
             prev: int | None = 0
@@ -369,11 +406,7 @@ class Simulation:
         if rd.hard_state is not None:
             self.checker.observe_persisted_commit(node.id, rd.hard_state.commit)
             st.set_hard_state(rd.hard_state)
-        for m in rd.messages:
-            why = self.net.send(m, node.incarnation)
-            if why:
-                self.trace.add(f"drop({why}) ", m)
-                self._report_drop(m, node.incarnation)
+        self._send(node, late)
         for e in rd.committed_entries:
             self._apply(node, rn, e)
             if node.rn is not rn:
@@ -393,6 +426,13 @@ class Simulation:
             # raft ignores a snapshot whose membership lacks the receiver, so a member
             # added after the last snapshot needs a newer one: snapshot after conf changes
             self.compact(node, self.compact_keep)
+
+    def _send(self, node: SimNode, msgs: tuple[Message, ...]) -> None:
+        for m in msgs:
+            why = self.net.send(m, node.incarnation)
+            if why:
+                self.trace.add(f"drop({why}) ", m)
+                self._report_drop(m, node.incarnation)
 
     def _apply(self, node: SimNode, rn: RawNode, e: Entry) -> None:
         if e.index <= node.applied:

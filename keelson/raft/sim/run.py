@@ -19,21 +19,28 @@ def run_seed(
     steps: int = DEFAULT_STEPS,
     full_trace: bool = False,
     echo: Callable[[str], None] | None = None,
+    parallel_append: bool = False,
 ) -> RunResult:
-    """Run one seeded schedule; with ``full_trace`` the result keeps every trace line."""
+    """Run one seeded schedule; with ``full_trace`` the result keeps every trace line;
+    ``parallel_append``: see ``SimOptions``."""
     trace = Trace(full=full_trace, echo=echo)
-    sim = Simulation(seed, SimOptions(nodes=nodes, steps=steps), trace)
+    options = SimOptions(nodes=nodes, steps=steps, parallel_append=parallel_append)
+    sim = Simulation(seed, options, trace)
     return sim.run()
 
 
-def replay_command(result: RunResult, default_steps: int = DEFAULT_STEPS) -> str:
+def replay_command(
+    result: RunResult, default_steps: int = DEFAULT_STEPS, parallel_append: bool = False
+) -> str:
     cmd = f"python -m keelson.raft.sim --seed {result.seed} --nodes {result.nodes}"
     if result.steps and default_steps != DEFAULT_STEPS:
         cmd += f" --steps {default_steps}"
+    if parallel_append:
+        cmd += " --parallel-append"
     return cmd + " --trace"
 
 
-def report(result: RunResult, steps: int = DEFAULT_STEPS) -> str:
+def report(result: RunResult, steps: int = DEFAULT_STEPS, parallel_append: bool = False) -> str:
     """A failing run, compactly: the rules broken (first occurrence of each), the events
     leading to the first violation, and the command that replays the run step by step."""
     lines = [f"seed {result.seed} ({result.nodes} nodes): {len(result.first)} rule(s) violated"]
@@ -44,5 +51,5 @@ def report(result: RunResult, steps: int = DEFAULT_STEPS) -> str:
         lines.append(f"  (+{extra} further violations)")
     lines.append(f"  last {min(TAIL, len(result.trace))} events up to the first violation:")
     lines.extend("    " + line for line in result.trace[-TAIL:])
-    lines.append(f"  replay: {replay_command(result, steps)}")
+    lines.append(f"  replay: {replay_command(result, steps, parallel_append)}")
     return "\n".join(lines)
