@@ -296,9 +296,7 @@ class Transport:
         self._stopping = False
         if self._ssl_server is not None:
             return await self._start_tls_listener(host, port)
-        self._server = await asyncio.start_server(
-            self._accept, host, port, ssl=self._ssl_server, reuse_address=True
-        )
+        self._server = await asyncio.start_server(self._accept, host, port, reuse_address=True)
         bound: int = self._server.sockets[0].getsockname()[1]
         return bound
 

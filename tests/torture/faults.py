@@ -22,13 +22,13 @@ is only in the default schedule when joining over the network works.
 from __future__ import annotations
 
 import random
-import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 
+from keelson.wal._record import HEADER, TRAILER, RecordType
 from tests.torture.nodes import Node, TortureCluster
 from tests.torture.workloads import Endpoints
 
@@ -53,9 +53,6 @@ MEMBERSHIP_KINDS = ("membership",)
 ALL_KINDS = BASE_KINDS + MEMBERSHIP_KINDS
 
 
-_FRAME_HEAD = struct.Struct("<IB")  # keelson.wal's frame header: payload length, type
-
-
 def newest_wal_segment(data_dir: Path) -> Path | None:
     segs = sorted((data_dir / "member" / "wal").glob("*.wal"))
     return segs[-1] if segs else None
@@ -66,11 +63,11 @@ def _records_end(data: bytes) -> int:
     payload, u32 crc); the preallocated zero tail starts there. A frame whose length runs
     past the file ends the walk before it (a write cut short by the kill)."""
     off = 0
-    while off + _FRAME_HEAD.size <= len(data):
-        length, rtype = _FRAME_HEAD.unpack_from(data, off)
+    while off + HEADER.size <= len(data):
+        length, rtype = HEADER.unpack_from(data, off)
         if rtype == 0 and length == 0:
             break
-        end = off + _FRAME_HEAD.size + length + 4
+        end = off + HEADER.size + length + TRAILER.size
         if end > len(data):
             break
         off = end
@@ -104,8 +101,8 @@ def tear_wal_tail(data_dir: Path, rng: random.Random) -> str:
         junk = bytes([rng.randrange(1, 256)]) + rng.randbytes(rng.randint(0, 47))
     else:
         length = rng.randint(16, 512)
-        body = rng.randbytes(rng.randint(0, min(length + 3, room - _FRAME_HEAD.size)))
-        junk = _FRAME_HEAD.pack(length, 3) + body  # 3: an entry record
+        body = rng.randbytes(rng.randint(0, min(length + 3, room - HEADER.size)))
+        junk = HEADER.pack(length, RecordType.ENTRY) + body
     junk = junk[:room]
     data[end : end + len(junk)] = junk
     if shape == "truncate":
