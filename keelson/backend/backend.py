@@ -26,8 +26,28 @@ snapshot, which calls ``sync()`` first). ``sync=False`` (tests, benchmarks of th
 alone) skips fsync entirely: LMDB then survives a process crash but not a power loss
 (pages and meta may reach the disk out of order and corrupt the tree), so the server
 never uses it in production. Measured on this machine (3 members, put at 1 client):
-2 fsyncs per commit 83 puts/s, 1 fsync 116/s, none 242/s; the remaining fsync is on the
-write path (apply -> answer), see bench/README.md for the deferred-commit plan.
+2 fsyncs per commit 83 puts/s, 1 fsync 116/s, none 242/s.
+
+Deferred commit (etcd's batch transaction). ``write(defer=True)`` does not commit: its
+writes go, as a nested transaction, into one long-lived *pending* write transaction that
+the thread which opened it commits later with ``flush()`` (the server: every
+``--backend-batch-interval``, every ``--backend-batch-limit`` writes, before a snapshot
+releases WAL segments and before any other thread reads the environment for a copy). So
+the fsync leaves the write path: an entry is acknowledged once it is durable in the WAL of
+a quorum and applied to the pending transaction, as in etcd. A crash loses the pending
+transaction and its consistent index with it; the server re-applies those entries from the
+WAL, which keeps everything above the last snapshot, and a snapshot flushes first.
+
+- Visibility: on the owning thread, ``read()`` and the write transactions see the pending
+  writes (a read view goes through the pending transaction itself, or through the nested
+  one while a write is open); other threads see the last flushed state.
+- Atomicity: a deferred write that raises is aborted alone (it was a nested transaction);
+  the ones before it stay pending. A ``write()`` without ``defer`` on the owning thread
+  nests too, then flushes everything, so it is durable when its block exits.
+- While a pending transaction is open, its thread holds the single-writer lock: a write
+  or ``defragment`` from another thread waits for the next ``flush()``, so the owning
+  thread must keep flushing (the server's timer does) and flushes before it hands the
+  backend to a worker thread and waits for it.
 """
 
 from __future__ import annotations
@@ -36,6 +56,7 @@ import os
 import shutil
 import struct
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -62,12 +83,19 @@ class BackendError(Exception):
 class ReadTxn:
     """A consistent read-only view of every bucket. Use as a context manager."""
 
-    __slots__ = ("_backend", "_txn", "_dbs")
+    __slots__ = ("_backend", "_txn_", "_dbs")
 
-    def __init__(self, backend: Backend, txn: lmdb.Transaction) -> None:
+    def __init__(self, backend: Backend, txn: lmdb.Transaction | None) -> None:
         self._backend = backend
-        self._txn = txn
+        self._txn_ = txn
         self._dbs = backend._dbs
+
+    @property
+    def _txn(self) -> lmdb.Transaction:
+        txn = self._txn_
+        if txn is None:  # a view of the pending transaction: whichever level is open now
+            return self._backend._active_pending()
+        return txn
 
     def __enter__(self) -> ReadTxn:
         return self
@@ -78,8 +106,9 @@ class ReadTxn:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._txn.abort()
-        self._backend._reader_done()
+        if self._txn_ is not None:
+            self._txn_.abort()
+            self._backend._reader_done()
 
     def _db(self, bucket: bytes) -> _Database:
         try:
@@ -132,13 +161,19 @@ class ReadTxn:
 
 
 class WriteTxn(ReadTxn):
-    """The single write transaction. Commits on normal exit, aborts on exception."""
+    """A write transaction. On normal exit it commits (a nested one into the pending
+    transaction, then ``flush()`` unless deferred); on exception it aborts."""
 
-    __slots__ = ("_lock",)
+    __slots__ = ("_nested", "_defer", "_writes", "_bytes")
 
-    def __init__(self, backend: Backend, txn: lmdb.Transaction, lock: threading.Lock) -> None:
+    def __init__(
+        self, backend: Backend, txn: lmdb.Transaction, *, nested: bool, defer: bool
+    ) -> None:
         super().__init__(backend, txn)
-        self._lock = lock
+        self._nested = nested
+        self._defer = defer
+        self._writes = 0
+        self._bytes = 0
 
     def __enter__(self) -> WriteTxn:
         return self
@@ -149,28 +184,23 @@ class WriteTxn(ReadTxn):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        try:
-            if exc_type is None:
-                try:
-                    self._txn.commit()
-                except lmdb.MapFullError as e:
-                    raise BackendError("backend map is full") from e
-            else:
-                self._txn.abort()
-        finally:
-            self._lock.release()
+        self._backend._write_done(self, ok=exc_type is None)
 
     def put(self, bucket: bytes, key: bytes, value: bytes) -> None:
         try:
             self._txn.put(key, value, db=self._db(bucket))
         except lmdb.MapFullError as e:
             raise BackendError("backend map is full") from e
+        self._writes += 1
+        self._bytes += len(key) + len(value)
 
     def delete(self, bucket: bytes, key: bytes) -> bool:
+        self._writes += 1
         return bool(self._txn.delete(key, db=self._db(bucket)))
 
     def set_consistent_index(self, index: int, term: int) -> None:
         self._txn.put(_CONSISTENT_INDEX_KEY, _INDEX.pack(index, term), db=self._dbs[META_BUCKET])
+        self._writes += 1
 
 
 class Backend:
@@ -193,6 +223,14 @@ class Backend:
         self._swap = threading.Condition()
         self._readers = 0
         self._swapping = False
+        # Deferred commit: the pending transaction, its thread, the nested transaction of
+        # the write open in it (if any), and what it holds.
+        self._pending: lmdb.Transaction | None = None
+        self._pending_owner = 0
+        self._nested: lmdb.Transaction | None = None
+        self._pending_writes = 0
+        self._pending_bytes = 0
+        self._pending_since = 0.0
         os.makedirs(path, exist_ok=True)
         self._env, self._dbs = self._open_env(path)
 
@@ -222,6 +260,10 @@ class Backend:
     # -- transactions -----------------------------------------------------------------
 
     def read(self) -> ReadTxn:
+        """A read view. On the thread owning a pending transaction it sees the pending
+        writes (and is valid until the next ``flush()``); elsewhere, the flushed state."""
+        if self._pending is not None and self._pending_owner == threading.get_ident():
+            return ReadTxn(self, None)
         with self._swap:
             while self._swapping:
                 self._swap.wait()
@@ -239,14 +281,105 @@ class Backend:
             if self._readers == 0:
                 self._swap.notify_all()
 
-    def write(self) -> WriteTxn:
-        self._write_lock.acquire()
+    def write(self, *, defer: bool = False) -> WriteTxn:
+        """The write transaction (one at a time). ``defer``: commit into the pending
+        transaction and leave the fsync to ``flush()`` (module docstring)."""
+        if self._nested is not None and self._pending_owner == threading.get_ident():
+            raise BackendError("a write transaction is already open on this thread")
+        if self._pending is None or self._pending_owner != threading.get_ident():
+            self._write_lock.acquire()  # another thread's pending txn: wait for its flush
+            if not defer:
+                try:
+                    txn = self._env.begin(write=True, buffers=False)
+                except BaseException:
+                    self._write_lock.release()
+                    raise
+                return WriteTxn(self, txn, nested=False, defer=False)
+            try:
+                self._pending = self._env.begin(write=True, buffers=False)
+            except BaseException:
+                self._write_lock.release()
+                raise
+            self._pending_owner = threading.get_ident()
+            self._pending_since = time.monotonic()
+        self._nested = self._env.begin(write=True, parent=self._pending, buffers=False)
+        return WriteTxn(self, self._nested, nested=True, defer=defer)
+
+    def _write_done(self, wtx: WriteTxn, *, ok: bool) -> None:
+        if not wtx._nested:
+            try:
+                if ok:
+                    try:
+                        wtx._txn.commit()
+                    except lmdb.MapFullError as e:
+                        raise BackendError("backend map is full") from e
+                else:
+                    wtx._txn.abort()
+            finally:
+                self._write_lock.release()
+            return
+        self._nested = None
+        if not ok:
+            wtx._txn.abort()
+            if self._pending_writes == 0:  # nothing else pending: give the lock back
+                self._drop_pending()
+            return
         try:
-            txn = self._env.begin(write=True, buffers=False)
-        except BaseException:
+            wtx._txn.commit()
+        except lmdb.MapFullError as e:
+            raise BackendError("backend map is full") from e
+        self._pending_writes += wtx._writes
+        self._pending_bytes += wtx._bytes
+        if not wtx._defer:
+            self.flush()
+
+    def _active_pending(self) -> lmdb.Transaction:
+        txn = self._nested or self._pending
+        if txn is None or self._pending_owner != threading.get_ident():
+            raise BackendError("read view used after the pending transaction was flushed")
+        return txn
+
+    def _drop_pending(self) -> None:
+        pending, self._pending = self._pending, None
+        self._pending_owner = 0
+        self._pending_writes = self._pending_bytes = 0
+        try:
+            if pending is not None:
+                pending.abort()
+        finally:
             self._write_lock.release()
-            raise
-        return WriteTxn(self, txn, self._write_lock)
+
+    @property
+    def pending_writes(self) -> int:
+        """Puts, deletes and consistent-index updates in the pending transaction."""
+        return self._pending_writes
+
+    @property
+    def pending_bytes(self) -> int:
+        """Key and value bytes put in the pending transaction."""
+        return self._pending_bytes
+
+    def pending_age(self) -> float:
+        """Seconds since the pending transaction was opened (0.0 when there is none)."""
+        return time.monotonic() - self._pending_since if self._pending is not None else 0.0
+
+    def flush(self) -> None:
+        """Commit the pending transaction (one fsync unless ``sync=False``). Only its own
+        thread may flush it; a no-op when nothing is pending on this thread."""
+        pending = self._pending
+        if pending is None or self._pending_owner != threading.get_ident():
+            return
+        if self._nested is not None:
+            raise BackendError("flush() while a write transaction is open")
+        self._pending = None
+        self._pending_owner = 0
+        self._pending_writes = self._pending_bytes = 0
+        try:
+            pending.commit()
+        except lmdb.MapFullError as e:
+            raise BackendError("backend map is full") from e
+        finally:
+            self._write_lock.release()
 
     def consistent_index(self) -> tuple[int, int]:
         with self.read() as tx:
@@ -276,7 +409,9 @@ class Backend:
 
     def copy_to(self, dest_dir: str, *, compact: bool = True) -> None:
         """Write a consistent copy of the environment into ``dest_dir`` (created), as of
-        one read transaction; writers are not blocked."""
+        one read transaction; writers are not blocked. The flushed state: this thread's
+        pending transaction is flushed first; another thread's is not in the copy."""
+        self.flush()
         os.makedirs(dest_dir, exist_ok=True)
         self._env.copy(dest_dir, compact=compact)
 
@@ -285,6 +420,7 @@ class Backend:
 
         Writers wait for the whole operation; readers keep being served from the old
         environment until the switch, which waits for in-flight readers to finish."""
+        self.flush()
         with self._write_lock:
             tmp = self.path.rstrip("/") + ".defrag"
             shutil.rmtree(tmp, ignore_errors=True)
@@ -312,9 +448,16 @@ class Backend:
         self._env, self._dbs = self._open_env(self.path)
 
     def sync(self) -> None:
+        """Flush this thread's pending transaction, then force everything to disk."""
+        self.flush()
         self._env.sync(True)
 
     def close(self) -> None:
+        """Flush this thread's pending transaction and close the environment. Another
+        thread's pending transaction is an error (it cannot be committed from here)."""
+        self.flush()
+        if self._pending is not None:
+            raise BackendError("close() while another thread has a pending transaction")
         with self._write_lock:
             self._env.close()
 

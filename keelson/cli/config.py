@@ -190,6 +190,14 @@ FLAGS: tuple[Flag, ...] = (
         "Duration of periodical watch progress notification.",
     ),
     Flag(
+        "backend-batch-interval", "duration", "0",
+        "The longest time before the backend transaction is committed (0: 100ms).",
+    ),
+    Flag(
+        "backend-batch-limit", "int", "0",
+        "The most operations before the backend transaction is committed (0: 10000).",
+    ),
+    Flag(
         "quota-backend-bytes", "int", "0",
         "Raise alarms when backend size exceeds the given quota (0 defaults to 2 GiB).",
     ),
@@ -292,6 +300,8 @@ class ServeConfig:
     snapshot_count: int = 100000
     experimental_snapshot_catchup_entries: int = 5000
     experimental_watch_progress_notify_interval: str = "10m"  # a Go duration, as given
+    backend_batch_interval: str = "0"  # a Go duration, as given; 0: 100ms
+    backend_batch_limit: int = 0  # 0: 10000
     quota_backend_bytes: int = 0
     max_request_bytes: int = 1572864
     max_txn_ops: int = 128
@@ -389,6 +399,11 @@ class ServeConfig:
         """``--experimental-watch-progress-notify-interval`` in seconds (the server applies
         etcd's rules: not positive means the 10 minute default, below 100 ms means 100 ms)."""
         return parse_go_duration(self.experimental_watch_progress_notify_interval)
+
+    @property
+    def backend_batch_interval_s(self) -> float:
+        """``--backend-batch-interval`` in seconds (not positive: the server's default)."""
+        return parse_go_duration(self.backend_batch_interval)
 
     def is_bootstrapped(self) -> bool:
         """True when the WAL dir holds a segment: the member restarts from its data dir and,
@@ -970,6 +985,8 @@ def _build(values: Mapping[str, Value]) -> ServeConfig:
         experimental_watch_progress_notify_interval=text(
             "experimental-watch-progress-notify-interval"
         ),
+        backend_batch_interval=text("backend-batch-interval"),
+        backend_batch_limit=number("backend-batch-limit"),
         quota_backend_bytes=number("quota-backend-bytes"),
         max_request_bytes=number("max-request-bytes"),
         max_txn_ops=number("max-txn-ops"),

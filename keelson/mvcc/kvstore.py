@@ -104,10 +104,14 @@ class KVStore:
         *,
         lessor: Lessor | None = None,
         compaction_batch_limit: int = DEFAULT_COMPACTION_BATCH_LIMIT,
+        deferred: bool = False,
     ) -> None:
         if compaction_batch_limit < 1:
             raise ValueError("compaction_batch_limit must be positive")
         self._backend = backend
+        self._deferred = deferred
+        """Batches and compaction steps use deferred backend writes (flushed by the owner
+        of the backend, see keelson.backend): published once in the pending transaction."""
         self._lessor = lessor
         self._batch_limit = compaction_batch_limit
         self._listeners: list[CommitListener] = []
@@ -211,10 +215,10 @@ class KVStore:
 
     @contextmanager
     def batch(self) -> Iterator[WriteTxn]:
-        """Open a backend write txn; commit and publish on normal exit, abort and rebuild
-        on exception."""
+        """Open a backend write txn; commit (into the pending transaction when deferred)
+        and publish on normal exit, abort and rebuild on exception."""
         try:
-            with self._backend.write() as btx:
+            with self._backend.write(defer=self._deferred) as btx:
                 yield btx
         except BaseException:
             self.aborted()
@@ -294,7 +298,7 @@ class KVStore:
         job = self._jobs[0]
         end = main_rev_start(job.rev + 1)
         limit = self._batch_limit
-        with self._backend.write() as btx:
+        with self._backend.write(defer=self._deferred) as btx:
             keys: list[bytes] = []
             for k, _ in btx.range(KEY_BUCKET, job.next_key, end):
                 keys.append(k)

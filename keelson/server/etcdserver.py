@@ -2,14 +2,31 @@
 
 Theory of operation. ``EtcdServer`` owns a ``RawNode`` over a ``MemoryStorage`` that mirrors
 the WAL. A single task, the raft loop, takes each ``Ready`` and, in this order: saves the
-entries and hard state to the WAL (fsync when raft says so, in a worker thread so the event
-loop keeps accepting proposals: every proposal made meanwhile joins the next Ready, which is
-the group commit), appends them to the storage, hands messages to the transport (only after
-they are durable), applies the committed entries in one backend write transaction per Ready
-(the consistent index is written in the same transaction), wakes the waiters of the applied
-requests by request id, and calls ``advance``. Proposals are handed to raft once per event
-loop turn, all of that turn's requests in one MsgProp (``_flush_proposals``), so raft sends
-one append per follower for them rather than one per request.
+entries and hard state to the WAL (fsync when raft says so), appends them to the storage,
+hands messages to the transport (only after they are durable), applies the committed entries
+to the backend's pending transaction (one nested write transaction per Ready, holding the
+consistent index too), wakes the waiters of the applied requests by request id, and calls
+``advance``. Proposals are handed to raft once per event loop turn, all of that turn's
+requests in one MsgProp (``_flush_proposals``), so raft sends one append per follower for
+them rather than one per request; requests that arrive during a save are read after it and
+go out together in the next Ready (the group commit).
+
+WAL save on the loop's thread. The save (a buffered write and one fdatasync, ~0.2 ms here)
+runs on the event loop's thread, as etcd's raft goroutine blocks on its own fsync: handing
+it to a worker thread and back cost more than the fsync itself (3 members, put at 1 client:
+~250 puts/s through ``asyncio.to_thread`` against ~500/s inline, 1.1 ms less CPU per put
+over the members; no difference at 256 clients; bench/README.md). Raft makes no progress
+during a save either way; what a slow disk now also delays is this member's serializable
+reads and watch events.
+
+Backend commit (etcd's batch transaction). Applies go to the backend's pending transaction,
+committed with one fsync every ``--backend-batch-interval`` (100 ms), every
+``--backend-batch-limit`` writes (10000) or ``BACKEND_BATCH_BYTES``, before a snapshot
+releases WAL segments, before a worker thread reads or rewrites the backend, and at stop
+(``keelson.backend``). So a write is answered once it is durable in the WAL of a quorum and
+applied, not once the backend fsynced it; reads on this member see the pending writes. A
+crash loses the pending transaction together with its consistent index, and the restart
+re-applies those entries from the WAL.
 
 Parallel append (experimental, off by default: ``KEELSON_EXPERIMENTAL_PARALLEL_APPEND=1``,
 read once when the ``MemberConfig`` is built). A leader sends its appends and heartbeats
@@ -17,13 +34,14 @@ read once when the ``MemberConfig`` is built). A leader sends its appends and he
 ones; the rule and why it is safe are in ``keelson/raft/parallel_append.py``. What this loop
 guarantees for it: the next Ready is taken only after this one's save returned, so a commit
 index that counted the leader's not yet durable entries reaches no one before they are
-durable. In the same mode a Ready with nothing to fsync (a hard state that only moves the
-commit index) is written on the loop's thread rather than in a worker thread: a buffered
-write of a few bytes, not worth two thread hand-offs on the apply path.
+durable. In this mode a save with entries or an fsync still runs in a worker thread, so the
+transport sends the early messages while the fsync runs; against the default inline save it
+measured no faster (3 members, put at 1 client; bench/README.md), so it stays off.
 
 Durability: a write is acknowledged only after its entry is committed, durable in the WAL of
-a quorum and applied to the backend. Replay after a crash is idempotent: entries at or below
-the backend's consistent index are not re-applied to the key space.
+a quorum and applied to the backend's pending transaction. Replay after a crash is
+idempotent: entries at or below the backend's consistent index are not re-applied to the key
+space.
 
 Reads: linearizable reads ask raft for a read index and wait until it is applied;
 serializable reads are served from the local store at once.
@@ -91,6 +109,10 @@ log = logging.getLogger(__name__)
 DEFAULT_QUOTA_BYTES = 2 * 1024 * 1024 * 1024
 PROPOSAL_BATCH_BYTES = 1024 * 1024
 """Most bytes of requests proposed to raft in one MsgProp (raft's max_size_per_msg)."""
+DEFAULT_BACKEND_BATCH_INTERVAL_S = 0.1
+DEFAULT_BACKEND_BATCH_LIMIT = 10000
+BACKEND_BATCH_BYTES = 32 * 1024 * 1024
+"""Pending key+value bytes that commit the backend at once (bounds LMDB's dirty pages)."""
 PARALLEL_APPEND_ENV = "KEELSON_EXPERIMENTAL_PARALLEL_APPEND"
 """``=1`` turns on the experimental parallel append (see the module docstring)."""
 
@@ -128,6 +150,8 @@ class MemberConfig:
     client_cert_auth: bool = False  # --client-cert-auth: a certificate's CN names the user
     watch_progress_notify_interval_s: float = 600.0  # <= 0: etcd's 10 minutes
     request_timeout_s: float = 7.0
+    backend_batch_interval_s: float = 0.0  # --backend-batch-interval; <= 0: 100 ms
+    backend_batch_limit: int = 0  # --backend-batch-limit; <= 0: 10000 writes
     fsync: bool = True
     parallel_append: bool = field(default_factory=parallel_append_from_env)
     """Experimental: the leader sends appends before its own WAL fsync (module docstring)."""
@@ -191,6 +215,13 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
         self._proposals: list[tuple[bytes, asyncio.Future[Any]]] = []
         """Proposals made in this loop turn, handed to raft together by _flush_proposals."""
         self._stopped = False
+        self._batch_interval = (
+            cfg.backend_batch_interval_s if cfg.backend_batch_interval_s > 0
+            else DEFAULT_BACKEND_BATCH_INTERVAL_S
+        )
+        self._batch_limit = (
+            cfg.backend_batch_limit if cfg.backend_batch_limit > 0 else DEFAULT_BACKEND_BATCH_LIMIT
+        )
         wal_exists = self._wal_dir.exists() and any(self._wal_dir.glob("*.wal"))
         ticks_per_election = max(2, cfg.election_timeout_ms // max(1, cfg.heartbeat_interval_ms))
         rcfg = Config(
@@ -252,7 +283,7 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
             min_ttl=min_lease_ttl(election_ticks, max(1, cfg.heartbeat_interval_ms)),
         )
         self.leases.recover(self.backend)  # before the KVStore, which re-attaches keys
-        self.kv = mvcc.KVStore(self.backend, lessor=self.leases)
+        self.kv = mvcc.KVStore(self.backend, lessor=self.leases, deferred=True)
         self._alarms: set[tuple[int, int]] = set()
         with self.backend.read() as tx:
             for k, _ in tx.range(ALARM_BUCKET, b"", None):
@@ -304,6 +335,7 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
     async def _send_with_image(self, msgs: list[Message]) -> None:
         assert self._send is not None
         try:
+            self.backend.flush()  # the image must reach at least the snapshot's index
             image = await asyncio.to_thread(backend_image, self.backend)
         except Exception:  # noqa: BLE001 - the follower retries; raft is told it failed
             log.exception("building backend image for a snapshot")
@@ -348,6 +380,7 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
             asyncio.create_task(self._auto_compact(), name="auto-compaction"),
             asyncio.create_task(self._ticker(), name="raft-ticker"),
             asyncio.create_task(self._run(), name="raft-loop"),
+            asyncio.create_task(self._backend_committer(), name="backend-committer"),
         ]
         self._wake.set()
 
@@ -454,6 +487,7 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
             elif was_leader and self._state != StateType.LEADER:
                 self.leases.demote()
         if rd.snapshot is not None and not rd.snapshot.is_empty():
+            self.backend.flush()  # the worker thread closes the backend
             await asyncio.to_thread(self._install_snapshot, rd.snapshot)
             self.watches.rebind(self.kv)  # on the loop's thread, like every watch call
         messages = rd.messages
@@ -468,10 +502,10 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
                 self._send(list(early))
                 self._faults("after-early-send")
         if rd.entries or rd.hard_state is not None:
-            if self.cfg.parallel_append and not rd.must_sync and not rd.entries:
-                self.wal.save(rd.hard_state, rd.entries, False)  # a buffered write, no fsync
-            else:
+            if self.cfg.parallel_append and (rd.entries or rd.must_sync):
                 await asyncio.to_thread(self.wal.save, rd.hard_state, rd.entries, rd.must_sync)
+            else:  # on the loop's thread (see "WAL save" in the module docstring)
+                self.wal.save(rd.hard_state, rd.entries, rd.must_sync)
         if rd.hard_state is not None:
             self.storage.set_hard_state(rd.hard_state)
             self._term = rd.hard_state.term
@@ -491,6 +525,7 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
         if rd.committed_entries:
             self._faults("before-apply")
             self._apply(rd)
+            self._maybe_flush_backend()
             self.watches.sync()
         self.node.advance(rd)
         self._notify_applied()
@@ -499,6 +534,21 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
             # change forces a snapshot once the log has been compacted at least once.
             conf = any(e.type == EntryType.CONF_CHANGE for e in rd.committed_entries)
             self._maybe_snapshot(force=conf and self._snap_index > 0)
+
+    def _maybe_flush_backend(self) -> None:
+        """Commit the backend's pending transaction once it holds the batch limit of writes
+        or bytes; the timer (``_backend_committer``) commits it otherwise."""
+        b = self.backend
+        if b.pending_writes >= self._batch_limit or b.pending_bytes >= BACKEND_BATCH_BYTES:
+            b.flush()
+
+    async def _backend_committer(self) -> None:
+        """Every batch interval, commit what the applies left pending (etcd's batch tx
+        ticker): bounds how much a restart re-applies from the WAL."""
+        while True:
+            await asyncio.sleep(self._batch_interval)
+            if self.backend.pending_age() >= self._batch_interval * 0.5:
+                self.backend.flush()
 
     def quota_bytes(self) -> int:
         """The backend quota in force (``--quota-backend-bytes``, 0 meaning etcd's default)."""

@@ -291,6 +291,8 @@ def member_config(config: Any, ident: Identity | None = None) -> MemberConfig:
         auth_token_ttl=int(getattr(config, "auth_token_ttl", 300)),
         bcrypt_cost=int(getattr(config, "bcrypt_cost", 10)),
         client_cert_auth=bool(getattr(config, "client_cert_auth", False)),
+        backend_batch_interval_s=float(getattr(config, "backend_batch_interval_s", 0.0)),
+        backend_batch_limit=int(getattr(config, "backend_batch_limit", 0)),
         watch_progress_notify_interval_s=float(
             getattr(config, "watch_progress_notify_interval_s", 600.0)
         ),

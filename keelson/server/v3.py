@@ -448,6 +448,7 @@ class MaintenanceRequests(ServerParts):
         self, req: pb.DefragmentRequest, identity: Any = None
     ) -> pb.DefragmentResponse:
         await self.auth.check_maintenance(identity)
+        self.backend.flush()  # the worker thread needs the writer lock
         await asyncio.to_thread(self.backend.defragment)
         return pb.DefragmentResponse(header=self.header())
 
@@ -477,6 +478,7 @@ class MaintenanceRequests(ServerParts):
         await self.auth.check_maintenance(identity)
         tmp = Path(self.cfg.data_dir) / "member" / "snap" / f"snapshot.{secrets.token_hex(4)}"
         try:
+            self.backend.flush()  # the worker thread sees the flushed state only
             await asyncio.to_thread(self._write_bolt_snapshot, tmp)
             with open(tmp, "rb") as f:
                 while chunk := f.read(32 * 1024):

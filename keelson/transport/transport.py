@@ -209,8 +209,14 @@ def _close(writer: asyncio.StreamWriter | None) -> None:
             writer.close()
 
 
+_WRITE_NOW_LIMIT = 256 * 1024
+"""Unsent bytes above which ``send`` leaves a peer's messages to its writer task, which
+waits for the socket to drain."""
+
+
 class _Peer:
-    """Outbound state for one peer; owned by its writer task."""
+    """Outbound state for one peer; owned by its writer task (``send`` writes directly
+    only while nothing is queued)."""
 
     def __init__(self, peer_id: int, urls: list[str]) -> None:
         self.id = peer_id
@@ -474,8 +480,12 @@ class Transport:
     # ---------------------------------------------------------------------- sending
 
     def send(self, msgs: Iterable[Message]) -> None:
-        """Queue messages for their ``to`` peers; never blocks. Messages to unknown peers
-        are dropped; a full queue drops the message and reports the peer unreachable."""
+        """Send messages to their ``to`` peers; never blocks. A peer whose connection is
+        up and idle gets its messages written at once, in one write per peer (no task
+        switch on the commit path); otherwise they are queued for the peer's writer task.
+        Messages to unknown peers are dropped; a full queue drops the message and reports
+        the peer unreachable."""
+        out: dict[int, list[bytes]] = {}
         for m in msgs:
             peer = self._peers.get(m.to)
             if peer is None:
@@ -490,7 +500,31 @@ class Transport:
             except CodecError as exc:
                 log.warning("transport: cannot encode %s to %x: %s", m.type.name, m.to, exc)
                 continue
-            self._enqueue(peer, data)
+            out.setdefault(m.to, []).append(data)
+        for peer_id, frames in out.items():
+            peer = self._peers[peer_id]
+            if not self._write_now(peer, frames):
+                for data in frames:
+                    self._enqueue(peer, data)
+
+    def _write_now(self, peer: _Peer, frames: list[bytes]) -> bool:
+        """Write ``frames`` to the peer's connection now if that keeps their order (nothing
+        queued before them) and the socket is keeping up; False: queue them instead."""
+        writer = peer.writer
+        if writer is None or peer.queue or self._stopping:
+            return False
+        transport = writer.transport
+        if transport.is_closing() or transport.get_write_buffer_size() > _WRITE_NOW_LIMIT:
+            return False
+        try:
+            writer.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        except (OSError, RuntimeError) as exc:
+            log.debug("transport: write to peer %x failed: %r", peer.id, exc)
+            self._drop_connection(peer, writer, f"write failed: {exc!r}")
+            return False
+        peer.writes += 1
+        peer.frames_sent += len(frames)
+        return True
 
     def _enqueue(self, peer: _Peer, data: bytes) -> bool:
         if self._stopping:

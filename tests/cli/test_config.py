@@ -133,6 +133,8 @@ CASES: list[tuple[str, str, Any, str, Any, list[str]]] = [
         "experimental-watch-progress-notify-interval", "1m30s", 90_000_000_000,
         "watch_progress_notify_interval_s", 90.0, [],
     ),
+    ("backend-batch-interval", "250ms", 250_000_000, "backend_batch_interval_s", 0.25, []),
+    ("backend-batch-limit", "500", 500, "backend_batch_limit", 500, []),
     ("quota-backend-bytes", "1048576", 1048576, "quota_backend_bytes", 1048576, []),
     ("max-request-bytes", "2097152", 2097152, "max_request_bytes", 2097152, []),
     ("max-txn-ops", "256", 256, "max_txn_ops", 256, []),

@@ -37,10 +37,14 @@ class Router:
     def __init__(self) -> None:
         self.servers: dict[int, EtcdServer] = {}
         self.down: set[int] = set()
+        self.highest_sent = 0
+        """The highest entry index any message handed to ``send`` carried."""
 
     def send(self, msgs: list[Message]) -> None:
         loop = asyncio.get_running_loop()
         for m in msgs:
+            if m.entries:
+                self.highest_sent = max(self.highest_sent, m.entries[-1].index)
             dest = self.servers.get(m.to)
             if dest is not None and m.frm not in self.down and m.to not in self.down:
                 loop.call_soon(dest.step, m)
@@ -131,22 +135,36 @@ def test_followers_get_the_entry_during_the_leader_fsync_only_in_parallel_mode(
 ) -> None:
     async def main() -> None:
         points: list[str] = []
-        _, servers = await _start3(tmp_path, parallel, points)
+        router, servers = await _start3(tmp_path, parallel, points)
         try:
             leader = await _leader(servers)
             await leader.put(pb.PutRequest(key=b"before", value=b"0"))
             assert ("after-early-send" in points) == parallel  # the failpoint is reached
-            gate = Gate(leader)
             index = leader.storage.last_index() + 1
+            followers = [s for s in servers.values() if s is not leader]
+            if not parallel:
+                # The default save runs on the loop's thread, which a gate would block for
+                # every in-process member: look at what was sent when it starts.
+                at_save: list[int] = []
+                save = leader.wal.save
+
+                def watching_save(hs: HardState | None, ents: Sequence[Entry],
+                                  must_sync: bool = False) -> int:
+                    if ents and ents[-1].index >= index and not at_save:
+                        at_save.append(router.highest_sent)
+                    return save(hs, ents, must_sync)
+
+                leader.wal.save = watching_save  # type: ignore[method-assign]
+                resp = await leader.put(pb.PutRequest(key=b"k", value=b"v"))
+                assert at_save and at_save[0] < index, (at_save, index)
+                assert router.highest_sent >= index
+                assert resp.header.revision == 3
+                return
+            gate = Gate(leader)
             gate.armed = True
             put = asyncio.create_task(leader.put(pb.PutRequest(key=b"k", value=b"v")))
             await asyncio.to_thread(gate.entered.wait, 20)
-            followers = [s for s in servers.values() if s is not leader]
-            if parallel:
-                await _until(lambda: all(f.storage.last_index() >= index for f in followers))
-            else:
-                await asyncio.sleep(0.5)  # time enough for a MsgApp to arrive, if sent
-                assert all(f.storage.last_index() < index for f in followers)
+            await _until(lambda: all(f.storage.last_index() >= index for f in followers))
             await asyncio.sleep(0.3)  # followers answered; nothing may commit visibly yet
             assert not put.done()
             for s in servers.values():

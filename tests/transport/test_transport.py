@@ -170,6 +170,26 @@ def test_batching_coalesces_frames_into_few_writes() -> None:
     run(body())
 
 
+def test_an_idle_connection_is_written_at_once_and_in_order() -> None:
+    async def body() -> None:
+        a, b = await cluster(2)
+        a.t.send([hb(1, 2, term=1)])  # dials: queued for the writer task
+        await eventually(lambda: len(b.received) == 1)
+        stats = a.t.peer_stats(2)
+        assert stats is not None
+        writes = stats.writes
+        a.t.send([hb(1, 2, term=2), hb(1, 2, term=3)])  # one call: one write, right now
+        after = a.t.peer_stats(2)
+        assert after is not None and after.writes == writes + 1 and after.frames_sent == 3
+        for i in range(4, 204):
+            a.t.send([hb(1, 2, term=i)])
+        await eventually(lambda: len(b.received) == 203)
+        assert [m.term for m in b.received] == list(range(1, 204))
+        await stop_all([a, b])
+
+    run(body())
+
+
 def test_reconnect_after_peer_restarts_on_same_port() -> None:
     async def body() -> None:
         a, b = await cluster(2, backoff_max=0.1)
