@@ -144,8 +144,8 @@ class KVStore:
         self._listeners.append(listener)
 
     def restore(self, *, attach_leases: bool = False) -> None:
-        """Rebuild the index, current and compact revision from the backend's committed
-        state, and reschedule an unfinished compaction."""
+        """Rebuild the index, current and compact revision from the backend (its pending
+        writes included on the owning thread), and reschedule an unfinished compaction."""
         index = TreeIndex()
         current = 1
         with self._backend.read() as tx:
@@ -180,8 +180,9 @@ class KVStore:
     # -- transactions ---------------------------------------------------------------------
 
     def read(self) -> TxnRead:
-        """A read view of the committed state at the current revision; close it (``with``)
-        promptly. Must not be used while a batch is open (its writes are not visible)."""
+        """A read view at the current revision; close it (``with``) promptly. Must not be
+        used while a batch is open. With deferred batches it sees the pending writes (on
+        the backend's owning thread; keelson.backend)."""
         btx = self._backend.read()
         return TxnRead(self._index, btx, self._current_rev, self._compact_rev, owns_btx=True)
 

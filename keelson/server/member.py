@@ -52,7 +52,7 @@ from keelson.server.membership import decode_member_list, encode_member_list
 from keelson.transport import DiscoveryError, DiscoveryInfo, Transport
 from keelson.transport.discovery import discover_one
 from keelson.transport.transport import PeerCertCheck
-from keelson.wal import WAL
+from keelson.wal import read_metadata
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +133,7 @@ def _from_flags(config: Any) -> Identity:
 
 def _from_wal(config: Any) -> Identity:
     """A restart: the ids written in the WAL's metadata when the member first started."""
-    wal, contents = WAL.open(wal_path(config))
-    wal.close()
-    meta = contents.metadata
+    meta = read_metadata(wal_path(config))  # EtcdServer replays the whole log afterwards
     if len(meta) < 16:
         raise StartError(f"{wal_path(config)}: WAL metadata of {len(meta)} bytes, want 16")
     member_id, cluster_id = struct.unpack_from(">QQ", meta)

@@ -223,6 +223,30 @@ def read_log(directory: Path) -> LogContents:
     )
 
 
+def read_metadata(directory: Path) -> bytes:
+    """The metadata record of the first segment, verified (crc chain and checksum), without
+    reading the rest of the log: what a restarting member needs to learn its ids before
+    the full replay. Raises ``WALCorruptError`` if it is missing or damaged."""
+    segments = list_segments(directory)
+    if not segments:
+        raise WALCorruptError(directory, 0, "no wal segments")
+    seg = segments[0]
+    with open(seg.path, "rb") as f:
+        head = f.read(_METADATA_READ)
+    state = _SegmentScan(seg, head, None, None, _Replay(), max_records=2)
+    try:
+        state.run()
+    except _Damage as d:
+        raise WALCorruptError(seg.path, d.offset, d.reason) from None
+    if state.metadata is None:
+        raise WALCorruptError(seg.path, state.offset, "segment has no metadata record")
+    return state.metadata
+
+
+_METADATA_READ = 64 * 1024
+"""Bytes read for ``read_metadata``: the crc and metadata records are a few dozen bytes."""
+
+
 class _SegmentScan:
     """Walks the frames of one segment, verifying the chain and feeding the replay."""
 
@@ -233,8 +257,10 @@ class _SegmentScan:
         prev_crc: int | None,
         metadata: bytes | None,
         replay: _Replay,
+        max_records: int | None = None,
     ) -> None:
         self.seg = seg
+        self.max_records = max_records
         self.buf = buf
         self.prev_crc = prev_crc
         self.metadata = metadata
@@ -248,7 +274,7 @@ class _SegmentScan:
         n = len(buf)
         seq = self.seg.seq
         off = 0
-        while off < n:
+        while off < n and self.records != self.max_records:
             if off + HEADER.size > n:
                 raise _Damage(off, "truncated record header")
             length, rtype = HEADER.unpack_from(buf, off)

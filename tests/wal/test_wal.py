@@ -206,3 +206,25 @@ def test_leftover_temporary_segment_is_ignored(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.tmp"))
     assert [e.index for e in got.entries] == list(range(1, last + 1))
     wal2.close()
+
+
+def test_read_metadata_alone_and_its_damage(tmp_path: Path) -> None:
+    from keelson.wal import WALCorruptError, read_metadata
+
+    d = wal_dir(tmp_path)
+    with pytest.raises(WALCorruptError):
+        read_metadata(tmp_path)  # no segment at all
+    rng = random.Random(5)
+    w = WAL.create(d, b"member+cluster:16", segment_size=SEG)
+    for i in range(1, 60):  # several segments
+        w.save(HardState(1, 0, i), [_entry(i, 1, rng)], must_sync=False)
+    w.close()
+    assert len(list(d.glob("*.wal"))) > 1
+    assert read_metadata(d) == b"member+cluster:16"
+    first = sorted(d.glob("*.wal"))[0]
+    raw = bytearray(first.read_bytes())
+    at = raw.index(b"member+cluster:16")
+    raw[at] ^= 0x01
+    first.write_bytes(bytes(raw))
+    with pytest.raises(WALCorruptError, match="crc mismatch"):
+        read_metadata(d)
