@@ -662,12 +662,26 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
         fut = self._reads.get(ctx)
         if fut is None or fut.done():
             return
-        self.node.read_index(ctx)
-        self._wake.set()
+        self._send_read_index(ctx)
         # a read index that never comes back (leader lost) fails at the callers' timeout
         asyncio.get_running_loop().call_later(
             self.cfg.request_timeout_s, lambda: self._reads.pop(ctx, None)
         )
+
+    def _send_read_index(self, ctx: bytes) -> None:
+        """Ask raft for a read index; during an election (no leader: raft drops it) ask
+        again every heartbeat until the batch is answered or given up."""
+        fut = self._reads.get(ctx)
+        if fut is None or fut.done() or self._stopped:
+            return
+        try:
+            self.node.read_index(ctx)
+        except ProposalDropped:
+            asyncio.get_running_loop().call_later(
+                self.cfg.heartbeat_interval_ms / 1000, self._send_read_index, ctx
+            )
+            return
+        self._wake.set()
 
     async def _wait_leader(self) -> None:
         """Wait for a known leader, up to the request timeout, as etcd's raft node holds a
