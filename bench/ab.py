@@ -4,13 +4,18 @@
     python -m bench.ab /tmp/before                          # put 3m 16/256, 2 rounds each
     python -m bench.ab /tmp/before --load range --level 1/1 --total 500 --rounds 3
     python -m bench.ab . --after-env KEELSON_EXPERIMENTAL_PARALLEL_APPEND=1  # a switch alone
+    python -m bench.ab /tmp/before --load watch-latency --total 300 --rounds 4
+    python -m bench.ab /tmp/before --after /tmp/after   # two frozen trees (a shared checkout)
 
 Each round starts a fresh cluster from each tree (``before`` = the ``keelson`` package in
-the given directory, ``after`` = this checkout), alternating which goes first, drives it with
-etcd's ``benchmark`` and reports requests/s, latency, and the CPU time the members spent
-per request (utime+stime of every member process from /proc, summed over members, divided
-by requests). On a shared 2-core machine the CPU per request is the steadier figure: it
-does not depend on how much CPU the other processes left over.
+the given directory, ``after`` = this checkout or ``--after``), alternating which goes first,
+drives it with etcd's ``benchmark`` and reports requests/s, latency, and the CPU time the
+members spent per request (utime+stime of every member process from /proc, summed over
+members, divided by requests). On a shared 2-core machine the CPU per request is the steadier
+figure: it does not depend on how much CPU the other processes left over. For
+``watch-latency`` (at 16/256: 256 watchers on one key, 100 puts/s) ``--total`` counts puts,
+the CPU is per put, and req/s, avg and p99 are over the 256 events of every put (put
+acknowledged -> event received), as in bench.run's watch row.
 
 The tree is chosen per member process with ``PYTHONSAFEPATH=1`` (the launch directory is
 not put first on ``sys.path``) and ``PYTHONPATH=<tree>``, so everything else (the venv, the
@@ -36,6 +41,8 @@ LOADS = {
     "range": ["range", "k", "--consistency", "l"],
     "range-s": ["range", "k", "--consistency", "s"],
     "txn-put": ["txn-put", *PUT],
+    # bench.run's watch row: 256 watchers (at --level 16/256) on one key, 100 puts/s
+    "watch-latency": ["watch-latency", "--put-rate", "100", "--key-size", "8", "--val-size", "256"],
 }
 
 
@@ -90,15 +97,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--level", default="16/256", help="conns/clients")
     ap.add_argument("--total", type=int, default=6000)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--after", type=Path, default=REPO,
+                    help="the 'after' tree (default: this checkout)")
     ap.add_argument("--after-env", action="append", default=[], metavar="NAME=VALUE",
                     help="set for the 'after' members only (e.g. an experimental switch; "
                     "give this checkout as 'before' to compare the switch alone)")
     ns = ap.parse_args(argv)
     after_env = dict(kv.split("=", 1) for kv in ns.after_env)
-    if not (ns.before / "keelson" / "__init__.py").exists():
-        raise SystemExit(f"{ns.before} holds no keelson package")
+    for tree in (ns.before, ns.after):
+        if not (tree / "keelson" / "__init__.py").exists():
+            raise SystemExit(f"{tree} holds no keelson package")
     conns, clients = (int(x) for x in ns.level.split("/"))
-    trees = {"before": ns.before.resolve(), "after": REPO}
+    trees = {"before": ns.before.resolve(), "after": ns.after.resolve()}
     got: dict[str, list[Sample]] = {k: [] for k in trees}
     print(f"{ns.load} {ns.members}m {conns}/{clients}, {ns.total} requests, "
           f"load average {os.getloadavg()[0]:.1f}", flush=True)

@@ -8,7 +8,14 @@ any immediate answer (the "created" or "canceled" response); the send loop await
 half-close ends the receive loop only; events keep flowing until the client cancels the
 RPC (as etcd does). When the RPC ends for any reason the server stream is closed, which
 releases all its watchers. Responses are written by one writer at a time (a lock), so a
-created response is never interleaved inside another message.
+created response is never interleaved inside another message. On the native front end
+(whose context has ``write_encoded``) the send loop takes responses already serialized
+(``stream.next_encoded()``), so the events of a write watched by many watchers are encoded
+once, not once per watcher, and it lets the server stream push responses through
+``send_encoded_nowait`` while the send loop is idle (every stream a write concerns is then
+written in one loop turn, without waking a task per stream; see ``keelson.server.watch``).
+Pushed messages bypass the lock: each is queued whole, so nothing can interleave inside
+one. grpcio gets protobuf messages (``stream.next()``).
 """
 
 from __future__ import annotations
@@ -47,7 +54,24 @@ class WatchServicer(pbg.WatchServicer):
             async with lock:
                 await context.write(resp)
 
+        # The encoded and pushed paths need both ends to offer them (test doubles of the
+        # server stream may offer only ``next``).
+        write_encoded = getattr(context, "write_encoded", None)
+        if not hasattr(stream, "next_encoded"):
+            write_encoded = None
+        send_nowait = getattr(context, "send_encoded_nowait", None)
+        push_to = getattr(stream, "push_to", None)
+        if write_encoded is not None and send_nowait is not None and push_to is not None:
+            push_to(send_nowait)
+
         async def send_loop() -> None:
+            if write_encoded is not None:
+                while True:
+                    data = await stream.next_encoded()
+                    if data is None:
+                        return
+                    async with lock:
+                        await write_encoded(data)
             while True:
                 resp = await stream.next()
                 if resp is None:

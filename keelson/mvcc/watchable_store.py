@@ -16,7 +16,10 @@ Invariants: an unsynced watcher's ``min_rev`` only grows and it has been sent ev
 event below it; a synced watcher has been sent every matching event up to the published
 revision (its ``min_rev`` matters only while above it: a start revision in the future);
 watchers are iterated in creation order (never hash order). A write looks only at the synced
-watchers of the keys it changed and at the synced range watchers.
+watchers of the keys it changed and at the synced range watchers. The responses of one
+write to the synced watchers that take all of its events (and no ``prev_kv``) share one
+``events`` tuple, so a front end can encode those events once per write (by identity)
+rather than once per watcher.
 ``prev_kv`` is read from history at ``mod_revision - 1`` and omitted if that was compacted.
 
 Threading: like KVStore, one thread calls everything; ``sync_watchers`` does bounded work, so
@@ -152,14 +155,19 @@ class WatchableStore:
         if not self._synced:
             return
         view: TxnRead | None = None
+        every = tuple(events)  # shared by every watcher that takes all of them
         try:
-            for w in self._candidates(events):
+            for w in self._candidates(every):
                 if w.min_rev > rev:
                     continue
-                mine = [ev for ev in events if w.matches(ev.kv.key) and w.wants(ev)]
+                mine: Sequence[Event] = [
+                    ev for ev in every if w.matches(ev.kv.key) and w.wants(ev)
+                ]
                 if not mine:
                     w.min_rev = rev + 1
                     continue
+                if len(mine) == len(every) and not w.prev_kv:
+                    mine = every
                 if w.stream._full():
                     # Slow consumer: catch up from history from this revision on.
                     self._remove_synced(w)

@@ -28,6 +28,31 @@ mvcc answers only for synced watchers. Fragments (``fragment``): a response of s
 whose encoded size reaches ``max_response_bytes`` (max request bytes + 512 KiB, etcd's
 ``grpcOverheadBytes``) and which has at least two events is split into several, in order,
 each under the limit unless one event alone exceeds it, all with ``fragment`` set but the last.
+
+Encoding once per write. A write watched by many watchers (256 streams on one key is etcd's
+``benchmark watch-latency``) produces one response per watcher, identical but for the
+watch id. mvcc hands those watchers one shared ``events`` tuple, and the hub keeps the
+protobuf events and their encoding for the last tuple it saw (by identity, holding the
+tuple so the identity cannot be reused): each response then costs a header and a watch id,
+not a conversion of every event. ``next_encoded`` returns a response already serialized
+(the native front end writes those bytes as they are; the bytes equal the serialization
+of what ``next`` would have returned); ``next`` returns protobuf messages (grpcio).
+Responses stay mvcc values in the stream's queue until one of them takes them, so neither
+path builds what it does not send.
+
+Pushing (``push_to``, the native front end). Waking one task per stream for every write
+costs more than encoding the response; a front end that can queue a message without
+waiting gives the stream a *sink* instead. While the stream's reader (the task awaiting
+``next_encoded``) is parked with nothing left to read, a new response does not wake it:
+the stream asks the hub to push, and one loop callback (``_push_all``) encodes and hands
+to their sinks the responses of every stream that has some, so a write watched on many
+streams is written out in one loop turn. A sink returns False when the stream should take
+no more now (its peer's window is full, or the stream is gone): pushing then stops and
+the reader is woken, and responses go through the awaiting path (which waits for the
+window, or fails) until the reader parks again *after* its writer took a response, i.e.
+with the backlog below the writer's limit; only then does pushing resume, so a client that
+does not read still closes the stream's window on the server. Order is kept because only
+one of the two takes responses at a time: pushing happens only while the reader is parked.
 """
 
 from __future__ import annotations
@@ -104,6 +129,12 @@ class WatchHub:
         self.store = mvcc.WatchableStore(kv)
         self._streams: dict[int, WatchStream] = {}
         self._seq = 0
+        # (events tuple, its protobuf events, their encoding as WatchResponse.events or
+        # None until asked): see "Encoding once per write" in the module docstring.
+        self._events: tuple[tuple[mvcc.Event, ...], list[kv_pb2.Event], bytes | None] | None
+        self._events = None
+        self._to_push: list[WatchStream] = []  # streams to push in the scheduled callback
+        self._push_scheduled = False
 
     def rebind(self, kv: mvcc.KVStore) -> None:
         """The key space was replaced (snapshot installed): move every watcher to it."""
@@ -125,6 +156,44 @@ class WatchHub:
             h.revision = revision
         return h
 
+    def events_pb(self, events: tuple[mvcc.Event, ...]) -> list[kv_pb2.Event]:
+        """``events`` as protobuf events, converted once for the same tuple object (callers
+        copy them into a response; nobody may change them)."""
+        cached = self._events
+        if cached is not None and cached[0] is events:
+            return cached[1]
+        pbs = [_event_to_pb(ev) for ev in events]
+        self._events = (events, pbs, None)
+        return pbs
+
+    def events_encoded(self, events: tuple[mvcc.Event, ...]) -> bytes:
+        """``events`` encoded as the ``events`` field of a WatchResponse (field 11, the
+        highest it uses), made once for the same tuple object."""
+        cached = self._events
+        if cached is not None and cached[0] is events and cached[2] is not None:
+            return cached[2]
+        pbs = self.events_pb(events)
+        data = pb.WatchResponse(events=pbs).SerializeToString()
+        self._events = (events, pbs, data)
+        return data
+
+    def _schedule_push(self, stream: WatchStream) -> None:
+        self._to_push.append(stream)
+        if not self._push_scheduled:
+            self._push_scheduled = True
+            asyncio.get_running_loop().call_soon(self._push_all)
+
+    def _push_all(self) -> None:
+        """Push every stream that asked since the last call (see the module docstring)."""
+        self._push_scheduled = False
+        streams, self._to_push = self._to_push, []
+        for st in streams:
+            try:
+                st._push_out()
+            except Exception:  # the reader meets it again and ends its call; others go on
+                _log.exception("pushing watch responses failed")
+                st._ready.set()
+
     def sync(self) -> None:
         """Let lagging watchers catch up by one bounded step (cheap when none lag)."""
         if self.store.pending_sync():
@@ -141,8 +210,18 @@ class WatchStream:
         self._hub = hub
         self._seq = seq
         self._ready = asyncio.Event()
-        self._inner = hub.store.new_stream(max_pending=MAX_PENDING, on_ready=self._ready.set)
-        self._out: deque[pb.WatchResponse] = deque()
+        self._inner = hub.store.new_stream(max_pending=MAX_PENDING, on_ready=self._wake)
+        # Pushing (module docstring): the sink, whether the reader is parked in
+        # ``_next_item`` with nothing to read, and whether a sink refusal stopped pushing
+        # until the reader parks again.
+        self._sink: Callable[[bytes], bool] | None = None
+        self._parked = False
+        self._push_paused = False
+        self._reader_took = False  # the reader returned a response since it last parked
+        # What goes out next, in order: protobuf responses made here (created, canceled at
+        # creation, fragments) and mvcc responses already accounted for (``_account``) but
+        # not yet converted (``next``) or encoded (``next_encoded``).
+        self._out: deque[pb.WatchResponse | mvcc.WatchResponse] = deque()
         self._specs: dict[int, _Spec] = {}
         self._closed = False
         # progress_notify watchers -> True while no events were sent since the last tick
@@ -199,7 +278,7 @@ class WatchStream:
         if req.fragment:
             self._fragment.add(wid)
         self._out.append(pb.WatchResponse(header=self._hub.header(), watch_id=wid, created=True))
-        self._ready.set()
+        self._wake()
         self._hub.sync()
         return None
 
@@ -216,25 +295,97 @@ class WatchStream:
         return None
 
     async def next(self) -> pb.WatchResponse | None:
+        """The next response, or None once the stream is closed."""
+        item = await self._next_item()
+        if item is None or isinstance(item, pb.WatchResponse):
+            return item
+        return self._to_pb(item)
+
+    async def next_encoded(self) -> bytes | None:
+        """``next``, serialized (the same bytes), or None once the stream is closed; the
+        events of a write shared by many watchers are encoded once (module docstring)."""
+        item = await self._next_item()
+        if item is None:
+            return None
+        if isinstance(item, pb.WatchResponse):
+            return item.SerializeToString()
+        return self._encode(item)
+
+    def push_to(self, sink: Callable[[bytes], bool]) -> None:
+        """Hand responses, encoded, to ``sink`` while the reader is parked (module
+        docstring). ``sink`` queues the message it is given (unless the stream is gone) and
+        returns False when it wants no more for now. The reader (a task looping on
+        ``next_encoded`` and awaiting its writer before it calls again) must keep running:
+        it takes over whenever pushing stops."""
+        self._sink = sink
+
+    def _wake(self) -> None:
+        """Something was queued: push it if the reader is parked, else wake the reader."""
+        if self._sink is not None and self._parked and not self._push_paused:
+            self._hub._schedule_push(self)
+        else:
+            self._ready.set()
+
+    def _push_out(self) -> None:
+        sink = self._sink
+        if sink is None or self._closed:
+            return
+        if not self._parked or self._push_paused:
+            self._ready.set()  # the reader is (about to be) busy: it takes what is queued
+            return
+        while True:
+            item = self._take()
+            if item is None:
+                return
+            if isinstance(item, pb.WatchResponse):
+                data = item.SerializeToString()
+            else:
+                data = self._encode(item)
+            if not sink(data):
+                self._push_paused = True
+                self._ready.set()
+                return
+
+    def _take(self) -> pb.WatchResponse | mvcc.WatchResponse | None:
+        """The next response queued here or in mvcc, or None when there is none."""
         while True:
             if self._out:
                 return self._out.popleft()
             if self._closed:
                 return None
             polled = self._inner.poll()
-            if polled:
-                for r in polled:
+            if not polled:
+                return None
+            for r in polled:
+                self._account(r)
+                if r.watch_id in self._fragment:
                     resp = self._to_pb(r)
-                    if r.watch_id in self._fragment:
-                        self._out.extend(split_fragments(resp, self._hub.max_response_bytes))
-                    else:
-                        self._out.append(resp)
-                    if r.canceled:
-                        self._fragment.discard(r.watch_id)
-                self._hub.sync()  # room again: watchers that fell behind may catch up
-                continue
+                    self._out.extend(split_fragments(resp, self._hub.max_response_bytes))
+                else:
+                    self._out.append(r)
+                if r.canceled:
+                    self._fragment.discard(r.watch_id)
+            self._hub.sync()  # room again: watchers that fell behind may catch up
+
+    async def _next_item(self) -> pb.WatchResponse | mvcc.WatchResponse | None:
+        while True:
+            item = self._take()
+            if item is not None:
+                self._reader_took = True
+                return item
+            if self._closed:
+                return None
             self._ready.clear()
-            await self._ready.wait()
+            if self._reader_took:
+                # The reader calls again only once its writer took the last response, so
+                # the backlog is below the writer's limit: pushing may resume.
+                self._reader_took = False
+                self._push_paused = False
+            self._parked = True
+            try:
+                await self._ready.wait()
+            finally:
+                self._parked = False
 
     def close(self) -> None:
         if not self._closed:
@@ -251,9 +402,11 @@ class WatchStream:
         """Move this stream's watchers from ``old`` to ``new`` (see the module docstring)."""
         if self._closed:
             return
-        self._out.extend(self._to_pb(r) for r in self._inner.poll())
+        for r in self._inner.poll():
+            self._account(r)
+            self._out.append(r)
         self._inner.close()
-        self._inner = new.new_stream(max_pending=MAX_PENDING, on_ready=self._ready.set)
+        self._inner = new.new_stream(max_pending=MAX_PENDING, on_ready=self._wake)
         for wid in sorted(self._specs):
             s = self._specs[wid]
             self._inner.watch(
@@ -262,7 +415,9 @@ class WatchStream:
             )
         self._ready.set()
 
-    def _to_pb(self, r: mvcc.WatchResponse) -> pb.WatchResponse:
+    def _account(self, r: mvcc.WatchResponse) -> None:
+        """What taking ``r`` from mvcc means for this stream: where its watcher got to (for
+        ``rebind``), that it was sent events (progress), or that it is gone."""
         spec = self._specs.get(r.watch_id)
         if r.canceled:
             self._specs.pop(r.watch_id, None)
@@ -271,13 +426,32 @@ class WatchStream:
             spec.next_rev = max(spec.next_rev, r.events[-1].kv.mod_revision + 1)
         if r.events and r.watch_id in self._progress:
             self._progress[r.watch_id] = False  # events went out: skip the next progress
+
+    def _to_pb(self, r: mvcc.WatchResponse) -> pb.WatchResponse:
         return pb.WatchResponse(
             header=self._hub.header(r.revision),
             watch_id=r.watch_id,
             canceled=r.canceled,
             compact_revision=r.compact_revision,
-            events=[_event_to_pb(ev) for ev in r.events],
+            events=self._hub.events_pb(r.events),
         )
+
+    def _encode(self, r: mvcc.WatchResponse) -> bytes:
+        """``_to_pb(r).SerializeToString()`` without a WatchResponse message per watcher:
+        protobuf writes the fields set in number order, so the fields written here by hand
+        (header 1, watch_id 2, canceled 4, compact_revision 5; proto3 leaves zero values
+        out) followed by the shared encoding of the events (field 11) is the same string."""
+        header = self._hub.header(r.revision).SerializeToString()
+        out = b"\x0a" + _varint(len(header)) + header
+        if r.watch_id:
+            out += b"\x10" + _varint(r.watch_id)
+        if r.canceled:
+            out += b"\x20\x01"
+        if r.compact_revision:
+            out += b"\x28" + _varint(r.compact_revision)
+        if r.events:
+            out += self._hub.events_encoded(r.events)
+        return out
 
 
 def split_fragments(resp: pb.WatchResponse, limit: int) -> list[pb.WatchResponse]:
@@ -312,6 +486,19 @@ def split_fragments(resp: pb.WatchResponse, limit: int) -> list[pb.WatchResponse
             piece.fragment = False
         out.append(piece)
     return out
+
+
+def _varint(n: int) -> bytes:
+    """``n`` as a protobuf varint; a negative int64 as its 64-bit two's complement (ten
+    bytes), as protobuf writes it."""
+    if n < 0:
+        n += 1 << 64
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
 
 
 def _embedded_size(n: int) -> int:

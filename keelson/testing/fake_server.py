@@ -83,6 +83,11 @@ class FakeWatchStream:
     async def next(self) -> pb.WatchResponse | None:
         return await self.queue.get()
 
+    async def next_encoded(self) -> bytes | None:
+        """``next``, serialized (what the native front end's Watch loop takes)."""
+        resp = await self.next()
+        return None if resp is None else resp.SerializeToString()
+
     def close(self) -> None:
         self.closed = True
         self.watchers.clear()

@@ -109,6 +109,29 @@ def test_events_of_one_txn_stay_together(env: Env) -> None:
     assert summary(list(resps[0].events)) == [("PUT", b"x", 2), ("PUT", b"y", 2)]
 
 
+def test_watchers_taking_all_events_of_a_write_share_one_events_tuple(env: Env) -> None:
+    """The server encodes a write's events once for every watcher given the same tuple."""
+    streams = [env.ws.new_stream() for _ in range(3)]
+    for s in streams:
+        s.watch(b"a")
+    ranged = streams[0].watch(b"\0", b"\0")  # takes both events of the txn below too
+    with_prev = streams[1].watch(b"a", prev_kv=True)  # its events carry prev_kv: its own
+    only_b = streams[2].watch(b"b")  # takes one of the two: its own
+    with env.store.batch() as btx:
+        env.store.txn(btx, TxnRequest(success=(PutRequest(b"a"), PutRequest(b"b"))))
+    got = {(i, r.watch_id): r.events for i, s in enumerate(streams) for r in s.poll()}
+    # the plain watchers of b"a" get only the put of b"a": a shared tuple of its own kind
+    plain = [got[(i, 0)] for i in range(3)]
+    assert all(summary(list(evs)) == [("PUT", b"a", 2)] for evs in plain)
+    shared = got[(0, ranged)]
+    assert summary(list(shared)) == [("PUT", b"a", 2), ("PUT", b"b", 2)]
+    assert got[(1, with_prev)] is not shared and got[(2, only_b)] is not shared
+    env.put(b"a", b"2")
+    again = [r.events for s in streams for r in s.poll() if r.watch_id == 0]
+    assert len(again) == 3 and again[0] is again[1] is again[2]
+    assert summary(list(again[0])) == [("PUT", b"a", 3)]
+
+
 def test_start_revision_in_the_past_is_caught_up(env: Env) -> None:
     for i in range(10):
         env.put(b"k%d" % (i % 2), b"%d" % i)

@@ -19,7 +19,10 @@ Invariants:
   window still arrives. When the call ends, every unconsumed byte is acknowledged.
 * ``write`` returns only once the stream has at most ``WRITE_HIGH_WATER`` bytes waiting
   for the peer's window and the transport is not paused: a streaming handler is paced by
-  the client's reading, never buffered without bound.
+  the client's reading, never buffered without bound. keelson's own extensions for
+  messages already serialized keep that: ``write_encoded`` waits the same way, and
+  ``send_encoded_nowait`` (which never waits) answers False once the backlog is over the
+  mark, after which its caller must go through ``write_encoded``.
 * Cancellation: a client RST_STREAM (or the connection's loss) cancels the handler task;
   a ``grpc-timeout`` cancels it too and ends the call with DEADLINE_EXCEEDED.
 """
@@ -314,9 +317,13 @@ class Call:
     # ------------------------------------------------------------ sending
 
     def _send_message(self, response: Any) -> None:
+        self._send_payload(response.SerializeToString())
+
+    def _send_payload(self, payload: bytes) -> None:
+        """Queue one serialized response message on the stream (headers first if needed)."""
         if self._closed:
             raise StreamGone(f"stream {self.stream_id} is closed")
-        data = frame_message(response.SerializeToString())
+        data = frame_message(payload)
         h2 = self._protocol.h2
         try:
             if not self._headers_sent:
@@ -382,7 +389,29 @@ class Call:
 
     async def write(self, message: Any) -> None:
         """Send one response message; return once the stream's backlog is small again."""
-        self._send_message(message)
+        await self.write_encoded(message.SerializeToString())
+
+    def send_encoded_nowait(self, payload: bytes) -> bool:
+        """Queue one serialized response message without waiting (keelson's extension, for
+        the Watch service's pushed responses). Returns whether more may be queued now:
+        False once the stream's backlog is above ``WRITE_HIGH_WATER`` or the transport is
+        paused (the caller then goes through ``write_encoded``, which waits), or when the
+        stream is gone (nothing was queued; ``write_encoded`` raises ``StreamGone``)."""
+        try:
+            self._send_payload(payload)
+        except StreamGone:
+            return False
+        protocol = self._protocol
+        return not (
+            protocol.writing_paused
+            or protocol.h2.queued_bytes(self.stream_id) > WRITE_HIGH_WATER
+        )
+
+    async def write_encoded(self, payload: bytes) -> None:
+        """``write`` of a message the handler has already serialized (keelson's own
+        extension of the context, not grpc.aio's: the Watch service encodes the events of
+        one write once for every watcher, see ``keelson.server.watch``)."""
+        self._send_payload(payload)
         protocol = self._protocol
         h2 = protocol.h2
         while not self._closed and (
