@@ -231,6 +231,7 @@ class Backend:
         self._pending_writes = 0
         self._pending_bytes = 0
         self._pending_since = 0.0
+        self._size: int | None = None  # size() of the file, forgotten at every commit
         os.makedirs(path, exist_ok=True)
         self._env, self._dbs = self._open_env(path)
 
@@ -313,6 +314,8 @@ class Backend:
                         wtx._txn.commit()
                     except lmdb.MapFullError as e:
                         raise BackendError("backend map is full") from e
+                    finally:
+                        self._size = None
                 else:
                     wtx._txn.abort()
             finally:
@@ -379,6 +382,7 @@ class Backend:
         except lmdb.MapFullError as e:
             raise BackendError("backend map is full") from e
         finally:
+            self._size = None
             self._write_lock.release()
 
     def consistent_index(self) -> tuple[int, int]:
@@ -388,11 +392,17 @@ class Backend:
     # -- size, defragmentation, snapshots ----------------------------------------------
 
     def size(self) -> int:
-        """Bytes the database file takes on disk (etcd's dbSize)."""
-        try:
-            return os.path.getsize(os.path.join(self.path, DB_FILE))
-        except OSError:
-            return 0
+        """Bytes the database file takes on disk (etcd's dbSize). Read from the file once
+        per commit (it grows only when a transaction commits), not on every call: the
+        quota check asks on every write request."""
+        size = self._size
+        if size is None:
+            try:
+                size = os.path.getsize(os.path.join(self.path, DB_FILE))
+            except OSError:
+                return 0
+            self._size = size
+        return size
 
     def size_in_use(self) -> int:
         """Bytes of pages reachable from the buckets (etcd's dbSizeInUse). LMDB does not
@@ -445,6 +455,7 @@ class Backend:
             os.unlink(lock_file)
         shutil.rmtree(tmp, ignore_errors=True)
         _fsync_dir(self.path)
+        self._size = None
         self._env, self._dbs = self._open_env(self.path)
 
     def sync(self) -> None:

@@ -138,4 +138,7 @@ class MemoryStorage:
             ents = ents[first - ents[0].index :]
         off = ents[0].index - self._offset()
         invariant(off <= len(self._ents), f"missing log entry before {ents[0].index}")
-        self._ents = self._ents[:off] + ents
+        # In place: copying the whole list per append made each append O(entries since the
+        # last compaction), up to --snapshot-count of them (3.5% of a loaded leader).
+        del self._ents[off:]
+        self._ents.extend(ents)

@@ -223,3 +223,14 @@ def test_a_crash_loses_the_pending_transaction_and_its_index_together(tmp_path: 
         assert b.consistent_index() == (10, 1)  # the server re-applies entry 11 from its WAL
     finally:
         b.close()
+
+
+def test_size_follows_commits_not_pending_writes(backend: Backend) -> None:
+    before = backend.size()
+    with backend.write(defer=True) as w:
+        for i in range(2000):
+            w.put(B, b"k%05d" % i, b"v" * 1000)
+    assert backend.size() == before  # pending: the file has not grown yet
+    backend.flush()
+    assert backend.size() > before
+    assert backend.size() == os.path.getsize(os.path.join(backend.path, "data.mdb"))
