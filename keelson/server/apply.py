@@ -191,7 +191,7 @@ class Applier(ServerParts):
 
     @property
     def _alarm_nospace(self) -> bool:
-        return any(a == NOSPACE for _, a in self._alarms)
+        return bool(self._alarms) and any(a == NOSPACE for _, a in self._alarms)
 
     def _apply_alarm(self, btx: Any, req: pb.AlarmRequest) -> list[pb.AlarmMember]:
         key = req.memberID.to_bytes(8, "big") + bytes([req.alarm & 0xFF])

@@ -625,11 +625,14 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
         if not self._proposals:
             loop.call_soon(self._flush_proposals)
         self._proposals.append((data, fut))
+        # A timer on the future rather than asyncio.wait_for, which adds a future, two
+        # callbacks and a cancellation round per request (~5% of a loaded leader's py-spy
+        # samples; the A/B difference was within noise).
+        timer = loop.call_later(self.cfg.request_timeout_s, _time_out, fut)
         try:
-            return await asyncio.wait_for(fut, self.cfg.request_timeout_s)
-        except TimeoutError:
-            raise errors.TIMEOUT from None
+            return await fut
         finally:
+            timer.cancel()
             self._waiters.pop(rid, None)
 
     def _flush_proposals(self) -> None:
@@ -761,6 +764,12 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
     @property
     def applied_index(self) -> int:
         return self._applied
+
+
+def _time_out(fut: asyncio.Future[Any]) -> None:
+    """A proposal's request timeout: fail its waiter with etcd's "request timed out"."""
+    if not fut.done():
+        fut.set_exception(errors.TIMEOUT)
 
 
 def _no_faults(point: str) -> None:
