@@ -22,6 +22,7 @@ from keelson.proto.etcdserverpb import raft_internal_pb2 as ipb
 from keelson.proto.etcdserverpb import rpc_pb2 as pb
 from keelson.server import auth as member_auth
 from keelson.server.etcdserver import EtcdServer, MemberConfig
+from tests.server.support import single_member_config
 
 READ, WRITE, READWRITE = (
     auth_pb2.Permission.READ,
@@ -31,18 +32,7 @@ READ, WRITE, READWRITE = (
 
 
 def _cfg(tmp: Path, **kw: Any) -> MemberConfig:
-    return MemberConfig(
-        name="m1",
-        data_dir=str(tmp),
-        member_id=0x1234,
-        cluster_id=0xABCD,
-        peers={0x1234: ("http://127.0.0.1:2380",)},
-        heartbeat_interval_ms=10,
-        election_timeout_ms=50,
-        request_timeout_s=5.0,
-        bcrypt_cost=4,
-        **kw,
-    )
+    return single_member_config(tmp, bcrypt_cost=4, **kw)
 
 
 def run(main: Callable[[], Awaitable[None]]) -> None:

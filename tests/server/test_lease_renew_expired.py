@@ -19,19 +19,11 @@ import pytest
 from keelson.proto import errors
 from keelson.proto.etcdserverpb import rpc_pb2 as pb
 from keelson.server.etcdserver import EtcdServer, MemberConfig
+from tests.server.support import single_member_config
 
 
 def _cfg(tmp: Path) -> MemberConfig:
-    return MemberConfig(
-        name="m1",
-        data_dir=str(tmp),
-        member_id=0x1234,
-        cluster_id=0xABCD,
-        peers={0x1234: ("http://127.0.0.1:2380",)},
-        heartbeat_interval_ms=10,
-        election_timeout_ms=50,
-        request_timeout_s=5.0,
-    )
+    return single_member_config(tmp)
 
 
 def test_renew_of_an_expired_lease_waits_for_its_revoke(tmp_path: Path) -> None:

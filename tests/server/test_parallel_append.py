@@ -12,42 +12,19 @@ import asyncio
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from keelson.proto import errors
 from keelson.proto.etcdserverpb import rpc_pb2 as pb
-from keelson.raft import Entry, HardState, Message
+from keelson.raft import Entry, HardState
 from keelson.server.etcdserver import (
     PARALLEL_APPEND_ENV,
     EtcdServer,
     MemberConfig,
     parallel_append_from_env,
 )
-
-URLS = {1: ("http://127.0.0.1:2380",), 2: ("http://127.0.0.1:2381",),
-        3: ("http://127.0.0.1:2382",)}
-
-
-class Router:
-    """Delivers messages between in-process members; members in ``down`` neither send nor
-    receive (a crashed process)."""
-
-    def __init__(self) -> None:
-        self.servers: dict[int, EtcdServer] = {}
-        self.down: set[int] = set()
-        self.highest_sent = 0
-        """The highest entry index any message handed to ``send`` carried."""
-
-    def send(self, msgs: list[Message]) -> None:
-        loop = asyncio.get_running_loop()
-        for m in msgs:
-            if m.entries:
-                self.highest_sent = max(self.highest_sent, m.entries[-1].index)
-            dest = self.servers.get(m.to)
-            if dest is not None and m.frm not in self.down and m.to not in self.down:
-                loop.call_soon(dest.step, m)
+from tests.server.support import URLS, Router, leader_of, router_member_config, until
 
 
 class Gate:
@@ -72,31 +49,6 @@ class Gate:
         return self._save(hs, ents, must_sync)
 
 
-def _cfg(tmp: Path, mid: int, parallel: bool, peers: dict[int, tuple[str, ...]],
-         new: bool = True) -> MemberConfig:
-    return MemberConfig(
-        name=f"m{mid}", data_dir=str(tmp / f"m{mid}"), member_id=mid, cluster_id=99,
-        # the leader's raft loop (heartbeats included) waits at the gate: elections must
-        # not start during the test's waits
-        peers=peers, new_cluster=new, heartbeat_interval_ms=10, election_timeout_ms=3000,
-        request_timeout_s=10.0, parallel_append=parallel,
-    )
-
-
-async def _until(cond: Any, timeout: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not cond():
-        if loop.time() > end:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
-
-
-async def _leader(servers: dict[int, EtcdServer]) -> EtcdServer:
-    await _until(lambda: any(s.is_leader for s in servers.values()))
-    return next(s for s in servers.values() if s.is_leader)
-
-
 async def _keys(s: EtcdServer) -> list[tuple[bytes, bytes]]:
     r = await s.range(pb.RangeRequest(key=b"\0", range_end=b"\0", serializable=True))
     return [(kv.key, kv.value) for kv in r.kvs]
@@ -107,7 +59,7 @@ async def _start3(
 ) -> tuple[Router, dict[int, EtcdServer]]:
     router = Router()
     for mid in URLS:
-        s = EtcdServer(_cfg(tmp, mid, parallel, URLS), send=router.send,
+        s = EtcdServer(router_member_config(tmp, mid, parallel, URLS), send=router.send,
                        faults=points.append if points is not None else None)
         router.servers[mid] = s
     for s in router.servers.values():
@@ -137,7 +89,7 @@ def test_followers_get_the_entry_during_the_leader_fsync_only_in_parallel_mode(
         points: list[str] = []
         router, servers = await _start3(tmp_path, parallel, points)
         try:
-            leader = await _leader(servers)
+            leader = await leader_of(servers)
             await leader.put(pb.PutRequest(key=b"before", value=b"0"))
             assert ("after-early-send" in points) == parallel  # the failpoint is reached
             index = leader.storage.last_index() + 1
@@ -164,7 +116,7 @@ def test_followers_get_the_entry_during_the_leader_fsync_only_in_parallel_mode(
             gate.armed = True
             put = asyncio.create_task(leader.put(pb.PutRequest(key=b"k", value=b"v")))
             await asyncio.to_thread(gate.entered.wait, 20)
-            await _until(lambda: all(f.storage.last_index() >= index for f in followers))
+            await until(lambda: all(f.storage.last_index() >= index for f in followers))
             await asyncio.sleep(0.3)  # followers answered; nothing may commit visibly yet
             assert not put.done()
             for s in servers.values():
@@ -174,7 +126,7 @@ def test_followers_get_the_entry_during_the_leader_fsync_only_in_parallel_mode(
             resp = await asyncio.wait_for(put, 20)
             assert resp.header.revision == 3
             for s in servers.values():
-                await _until(lambda s=s: s.applied_index >= index)  # type: ignore[misc]
+                await until(lambda s=s: s.applied_index >= index)  # type: ignore[misc]
                 assert await _keys(s) == [(b"before", b"0"), (b"k", b"v")]
         finally:
             for s in servers.values():
@@ -189,7 +141,7 @@ def test_leader_crash_before_its_fsync_loses_no_acknowledged_write(tmp_path: Pat
         router, servers = await _start3(tmp_path, True)
         restarted: EtcdServer | None = None
         try:
-            old = await _leader(servers)
+            old = await leader_of(servers)
             acked = []
             for i in range(5):
                 await old.put(pb.PutRequest(key=b"a%d" % i, value=b"x"))
@@ -201,7 +153,7 @@ def test_leader_crash_before_its_fsync_loses_no_acknowledged_write(tmp_path: Pat
             await asyncio.to_thread(gate.entered.wait, 20)
             followers = {mid: s for mid, s in servers.items() if s is not old}
             index = old.storage.last_index() + 1
-            await _until(lambda: all(f.storage.last_index() >= index
+            await until(lambda: all(f.storage.last_index() >= index
                                      for f in followers.values()))
             old_id = old.cfg.member_id
             router.down.add(old_id)  # the process dies: nothing more in or out
@@ -209,18 +161,19 @@ def test_leader_crash_before_its_fsync_loses_no_acknowledged_write(tmp_path: Pat
             with pytest.raises(errors.EtcdError):
                 await asyncio.wait_for(put, 20)  # never acknowledged
             await old.stop()
-            new = await _leader(followers)
+            new = await leader_of(followers)
             for i in range(5):
                 await new.put(pb.PutRequest(key=b"b%d" % i, value=b"z"))
                 acked.append(b"b%d" % i)
             # the crashed member comes back from its data dir, without the unsaved entry
-            restarted = EtcdServer(_cfg(tmp_path, old_id, True, URLS), send=router.send)
+            restarted = EtcdServer(router_member_config(tmp_path, old_id, True),
+                                   send=router.send)
             assert restarted.storage.last_index() < index
             router.servers[old_id] = restarted
             router.down.discard(old_id)
             await restarted.start()
             members = [restarted, *followers.values()]
-            await _until(lambda: len({s.applied_index for s in members}) == 1
+            await until(lambda: len({s.applied_index for s in members}) == 1
                          and restarted.applied_index >= new.applied_index)
             contents = [await _keys(s) for s in members]
             assert contents[0] == contents[1] == contents[2]
@@ -241,23 +194,23 @@ def test_lone_voter_does_not_tell_its_learner_a_commit_before_its_fsync(
     async def main() -> None:
         router = Router()
         peers1 = {1: URLS[1]}
-        s1 = EtcdServer(_cfg(tmp_path, 1, True, peers1), send=router.send)
+        s1 = EtcdServer(router_member_config(tmp_path, 1, True, peers1), send=router.send)
         router.servers[1] = s1
         await s1.start()
         s2: EtcdServer | None = None
         try:
-            await _until(lambda: s1.is_leader)
+            await until(lambda: s1.is_leader)
             added = await s1.member_add(pb.MemberAddRequest(peerURLs=list(URLS[2]),
                                                              isLearner=True))
             lid = added.member.ID
             s2 = EtcdServer(
-                _cfg(tmp_path, lid, True, {1: URLS[1], lid: URLS[2]}, new=False),
+                router_member_config(tmp_path, lid, True, {1: URLS[1], lid: URLS[2]}, new=False),
                 send=router.send,
             )
             router.servers[lid] = s2
             await s2.start()
             await s1.put(pb.PutRequest(key=b"pre", value=b"1"))
-            await _until(lambda: s2 is not None and s2.applied_index >= s1.applied_index)
+            await until(lambda: s2 is not None and s2.applied_index >= s1.applied_index)
             gate = Gate(s1)
             index = s1.storage.last_index() + 1
             gate.armed = True
@@ -269,7 +222,7 @@ def test_lone_voter_does_not_tell_its_learner_a_commit_before_its_fsync(
             assert not put.done()
             gate.release.set()
             await asyncio.wait_for(put, 20)
-            await _until(lambda: s2 is not None and s2.applied_index >= index)
+            await until(lambda: s2 is not None and s2.applied_index >= index)
             assert await _keys(s2) == [(b"k", b"v"), (b"pre", b"1")]
         finally:
             if s2 is not None:

@@ -11,26 +11,21 @@ import pytest
 
 from keelson.proto.etcdserverpb import rpc_pb2 as pb
 from keelson.raft import StateType
-from keelson.server.etcdserver import EtcdServer
-from tests.server.test_parallel_append import URLS, Router, _cfg, _leader, _until
+from tests.server.support import Router, leader_of, until
 
 
 @pytest.mark.timeout(120)
 def test_read_during_an_election_is_answered_by_the_next_leader(tmp_path: Path) -> None:
     async def main() -> None:
         router = Router()
-        for mid in URLS:
-            router.servers[mid] = EtcdServer(_cfg(tmp_path, mid, False, URLS), send=router.send)
-        servers = router.servers
-        for s in servers.values():
-            await s.start()
+        servers = await router.start_three(tmp_path)
         try:
-            leader = await _leader(servers)
+            leader = await leader_of(servers)
             await leader.put(pb.PutRequest(key=b"k", value=b"v"))
             alone = next(s for s in servers.values() if s is not leader)
             router.down |= {s.cfg.member_id for s in servers.values() if s is not alone}
-            await _until(lambda: alone._state in (StateType.CANDIDATE,
-                                                   StateType.PRE_CANDIDATE), 30)
+            await until(lambda: alone._state in (StateType.CANDIDATE,
+                                                  StateType.PRE_CANDIDATE), 30)
             # The race: the member still believes in the old leader (the Ready that tells
             # it otherwise is not handled yet) when the read index goes to raft.
             alone._lead = leader.cfg.member_id

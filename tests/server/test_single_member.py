@@ -4,26 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from keelson.proto import errors
 from keelson.proto.etcdserverpb import rpc_pb2 as pb
 from keelson.server.etcdserver import EtcdServer, MemberConfig
+from tests.server.support import single_member_config
 
 
-def _cfg(tmp: Path, **kw: object) -> MemberConfig:
-    return MemberConfig(
-        name="m1",
-        data_dir=str(tmp),
-        member_id=0x1234,
-        cluster_id=0xABCD,
-        peers={0x1234: ("http://127.0.0.1:2380",)},
-        heartbeat_interval_ms=10,
-        election_timeout_ms=50,
-        request_timeout_s=3.0,
-        **kw,  # type: ignore[arg-type]
-    )
+def _cfg(tmp: Path, **kw: Any) -> MemberConfig:
+    return single_member_config(tmp, request_timeout_s=3.0, **kw)
 
 
 async def _started(tmp: Path, **kw: object) -> EtcdServer:
