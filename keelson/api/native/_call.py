@@ -241,16 +241,20 @@ class Call:
     # ------------------------------------------------------------ the handler's task
 
     async def _run(self, first: bytes | None) -> None:
+        deadline: asyncio.Timeout | None = None
         try:
             if self._deadline is None:
                 await self._serve(first)
             else:
-                async with asyncio.timeout_at(self._deadline):
+                async with asyncio.timeout_at(self._deadline) as deadline:
                     await self._serve(first)
         except CallAborted as err:
             self._send_status(err.code, err.details)
         except TimeoutError as err:
-            if self._deadline is not None and self._deadline <= self._protocol.now():
+            # Whether the client's deadline fired, asked of the timeout itself: comparing
+            # the clock with the deadline misses by up to a millisecond (the loop's timers
+            # are rounded to milliseconds), which answered a deadline as a handler error.
+            if deadline is not None and deadline.expired():
                 self._cancelled = True
                 self._send_status(DEADLINE_EXCEEDED, "context deadline exceeded")
             else:  # a timeout inside the handler, not the client's deadline
