@@ -3,8 +3,9 @@
 Each exporter owns its state (no process-global registry, so several members can run in
 one test process). The etcd families are written out here because prometheus_client would
 rename counters to ``*_total`` and etcd's names must stay exact; prometheus_client supplies
-the ``process_*`` families. Values are taken from the member at scrape time (Status, alarms, a
-serializable count of keys) rather than counted on the hot path; the names, types and
+the ``process_*`` families. Values are taken from the member at scrape time (Status, alarms,
+the key index's live-key count, kept in O(1) by the index) rather than counted on the hot
+path; the names, types and
 labels are etcd 3.4's so dashboards and alerts written for etcd work:
 
 ``etcd_server_has_leader``, ``etcd_server_is_leader``, ``etcd_server_is_learner``,
@@ -102,9 +103,6 @@ class MetricsExporter:
     async def render(self) -> bytes:
         srv = self._server
         st = await srv.status(pb.StatusRequest())
-        keys = await srv.range(
-            pb.RangeRequest(key=b"\x00", range_end=b"\x00", count_only=True, serializable=True)
-        )
         values = {
             "leader": st.leader,
             "member_id": st.header.member_id,
@@ -118,6 +116,6 @@ class MetricsExporter:
             "health_failed": self.health_failed,
             "db_size": st.dbSize,
             "db_in_use": st.dbSizeInUse,
-            "keys": keys.count,
+            "keys": srv.key_count(),
         }
         return _render(values).encode() + generate_latest(self._process)

@@ -171,12 +171,18 @@ class TreeIndex:
     once per range that follows new keys. Single-key lookups never need the order.
     """
 
-    __slots__ = ("_keys", "_index", "_unsorted")
+    __slots__ = ("_keys", "_index", "_unsorted", "_live")
 
     def __init__(self) -> None:
         self._keys: list[bytes] = []
         self._index: dict[bytes, KeyIndex] = {}
         self._unsorted = False
+        self._live = 0  # keys whose last generation is not empty, kept by every mutation
+
+    @property
+    def live_count(self) -> int:
+        """How many keys exist now (etcd's keys gauge), without a walk over the index."""
+        return self._live
 
     def _sorted_keys(self) -> list[bytes]:
         if self._unsorted:
@@ -202,19 +208,31 @@ class TreeIndex:
         return ki
 
     def put(self, key: bytes, rev: Revision, lease: int) -> None:
-        self._get_or_create(key).put(rev, lease)
+        ki = self._get_or_create(key)
+        if not ki.generations[-1].revs:
+            self._live += 1
+        ki.put(rev, lease)
 
     def restore_put(
         self, key: bytes, rev: Revision, created: int, version: int, lease: int
     ) -> None:
-        self._get_or_create(key).restore_put(rev, created, version, lease)
+        ki = self._get_or_create(key)
+        if not ki.generations[-1].revs:
+            self._live += 1
+        ki.restore_put(rev, created, version, lease)
 
     def restore_tombstone(self, key: bytes, rev: Revision) -> None:
-        self._get_or_create(key).restore_tombstone(rev)
+        ki = self._get_or_create(key)
+        if ki.generations[-1].revs:
+            self._live -= 1
+        ki.restore_tombstone(rev)
 
     def tombstone(self, key: bytes, rev: Revision) -> bool:
         ki = self._index.get(key)
-        return ki is not None and ki.tombstone(rev)
+        if ki is None or not ki.tombstone(rev):
+            return False
+        self._live -= 1
+        return True
 
     def get(self, key: bytes, at: int) -> tuple[Revision, Revision, int] | None:
         ki = self._index.get(key)
@@ -276,5 +294,8 @@ class TreeIndex:
     def check(self) -> None:
         if self._sorted_keys() != sorted(self._index):
             raise AssertionError("tree index: key list out of sync with the index")
+        live = sum(1 for ki in self._index.values() if ki.generations[-1].revs)
+        if live != self._live:
+            raise AssertionError(f"tree index: live count {self._live}, walked {live}")
         for ki in self._index.values():
             ki.check()

@@ -288,6 +288,10 @@ class KVStore:
         self._compact_rev = rev
         self._jobs.append(_CompactionJob(rev, self._index.compact(rev)))
 
+    def key_count(self) -> int:
+        """How many keys exist at the current revision (O(1); etcd's keys gauge)."""
+        return self._index.live_count
+
     def compaction_pending(self) -> bool:
         return bool(self._jobs)
 

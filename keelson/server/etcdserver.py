@@ -554,6 +554,10 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
         """The backend quota in force (``--quota-backend-bytes``, 0 meaning etcd's default)."""
         return self.cfg.quota_backend_bytes or DEFAULT_QUOTA_BYTES
 
+    def key_count(self) -> int:
+        """Keys existing at the current revision (O(1); etcd's keys gauge in /metrics)."""
+        return self.kv.key_count()
+
     def pending_proposals(self) -> int:
         """Proposals made by this member and not yet applied."""
         return len(self._waiters)

@@ -58,6 +58,9 @@ class ScriptedMember:
     def pending_proposals(self) -> int:
         return 2
 
+    def key_count(self) -> int:
+        return self.keys
+
     def quota_bytes(self) -> int:
         return 1 << 31
 

@@ -219,6 +219,7 @@ class KVStoreVsModel(RuleBasedStateMachine):
     def revisions_agree(self) -> None:
         assert self.store.current_revision == self.model.current
         assert self.store.compact_revision == self.model.compact_rev
+        assert self.store.key_count() == len(self.model.snapshots[-1])
         self.store.check()
         self._collect()
         self._check_watch(complete=False)
