@@ -325,7 +325,7 @@ class Backend:
         if not ok:
             wtx._txn.abort()
             if self._pending_writes == 0:  # nothing else pending: give the lock back
-                self._drop_pending()
+                self._end_pending(commit=False)
             return
         try:
             wtx._txn.commit()
@@ -342,13 +342,23 @@ class Backend:
             raise BackendError("read view used after the pending transaction was flushed")
         return txn
 
-    def _drop_pending(self) -> None:
+    def _end_pending(self, *, commit: bool) -> None:
+        """Commit (or abort) the pending transaction and give the writer lock back."""
         pending, self._pending = self._pending, None
         self._pending_owner = 0
         self._pending_writes = self._pending_bytes = 0
         try:
-            if pending is not None:
+            if pending is None:
+                return
+            if not commit:
                 pending.abort()
+                return
+            try:
+                pending.commit()
+            except lmdb.MapFullError as e:
+                raise BackendError("backend map is full") from e
+            finally:
+                self._size = None
         finally:
             self._write_lock.release()
 
@@ -374,16 +384,7 @@ class Backend:
             return
         if self._nested is not None:
             raise BackendError("flush() while a write transaction is open")
-        self._pending = None
-        self._pending_owner = 0
-        self._pending_writes = self._pending_bytes = 0
-        try:
-            pending.commit()
-        except lmdb.MapFullError as e:
-            raise BackendError("backend map is full") from e
-        finally:
-            self._size = None
-            self._write_lock.release()
+        self._end_pending(commit=True)
 
     def consistent_index(self) -> tuple[int, int]:
         with self.read() as tx:
