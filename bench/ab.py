@@ -6,9 +6,11 @@
     python -m bench.ab . --after-env KEELSON_EXPERIMENTAL_PARALLEL_APPEND=1  # a switch alone
     python -m bench.ab /tmp/before --load watch-latency --total 300 --rounds 4
     python -m bench.ab /tmp/before --after /tmp/after   # two frozen trees (a shared checkout)
+    python -m bench.ab etcd --level 1/1 --total 1500    # this checkout against a real etcd
 
 Each round starts a fresh cluster from each tree (``before`` = the ``keelson`` package in
-the given directory, ``after`` = this checkout or ``--after``), alternating which goes first,
+the given directory, or a real etcd 3.4 when it is ``etcd``; ``after`` = this checkout or
+``--after``), alternating which goes first,
 drives it with etcd's ``benchmark`` and reports requests/s, latency, and the CPU time the
 members spent per request (utime+stime of every member process from /proc, summed over
 members, divided by requests). On a shared 2-core machine the CPU per request is the steadier
@@ -63,9 +65,13 @@ def _cpu_seconds(cluster: LocalCluster) -> float:
     return total / tick
 
 
-def one(tree: Path, workdir: Path, members: int, conns: int, clients: int, load: str,
+def one(tree: Path | None, workdir: Path, members: int, conns: int, clients: int, load: str,
         total: int, env: dict[str, str] | None = None) -> Sample:
+    """One fresh cluster from ``tree`` (None: a real etcd) under one load."""
     env = env or {}
+    if tree is None:
+        cluster = LocalCluster("etcd", members, workdir).start()
+        return _measure(cluster, conns, clients, load, total)
     saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "PYTHONSAFEPATH", *env)}
     os.environ["PYTHONPATH"] = str(tree)
     os.environ["PYTHONSAFEPATH"] = "1"
@@ -78,6 +84,10 @@ def one(tree: Path, workdir: Path, members: int, conns: int, clients: int, load:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+    return _measure(cluster, conns, clients, load, total)
+
+
+def _measure(cluster: LocalCluster, conns: int, clients: int, load: str, total: int) -> Sample:
     try:
         if load.startswith("range"):
             etcdctl(cluster.endpoints, "put", "k", "v" * 256)
@@ -91,7 +101,7 @@ def one(tree: Path, workdir: Path, members: int, conns: int, clients: int, load:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.ab")
-    ap.add_argument("before", type=Path, help="a directory holding the keelson package")
+    ap.add_argument("before", help="a directory holding the keelson package, or 'etcd'")
     ap.add_argument("--load", choices=sorted(LOADS), default="put")
     ap.add_argument("--members", type=int, default=3)
     ap.add_argument("--level", default="16/256", help="conns/clients")
@@ -104,11 +114,12 @@ def main(argv: list[str] | None = None) -> int:
                     "give this checkout as 'before' to compare the switch alone)")
     ns = ap.parse_args(argv)
     after_env = dict(kv.split("=", 1) for kv in ns.after_env)
-    for tree in (ns.before, ns.after):
-        if not (tree / "keelson" / "__init__.py").exists():
+    before = None if ns.before == "etcd" else Path(ns.before)
+    for tree in (before, ns.after):
+        if tree is not None and not (tree / "keelson" / "__init__.py").exists():
             raise SystemExit(f"{tree} holds no keelson package")
     conns, clients = (int(x) for x in ns.level.split("/"))
-    trees = {"before": ns.before.resolve(), "after": ns.after.resolve()}
+    trees = {"before": before.resolve() if before else None, "after": ns.after.resolve()}
     got: dict[str, list[Sample]] = {k: [] for k in trees}
     print(f"{ns.load} {ns.members}m {conns}/{clients}, {ns.total} requests, "
           f"load average {os.getloadavg()[0]:.1f}", flush=True)

@@ -34,9 +34,9 @@ read once when the ``MemberConfig`` is built). A leader sends its appends and he
 ones; the rule and why it is safe are in ``keelson/raft/parallel_append.py``. What this loop
 guarantees for it: the next Ready is taken only after this one's save returned, so a commit
 index that counted the leader's not yet durable entries reaches no one before they are
-durable. In this mode a save with entries or an fsync still runs in a worker thread, so the
-transport sends the early messages while the fsync runs; against the default inline save it
-measured no faster (3 members, put at 1 client; bench/README.md), so it stays off.
+durable. The save runs on the loop's thread as in the default mode; the early appends go out
+before it because the transport writes a message to an idle peer's socket at once
+(``Transport._write_now``), so the followers' fsyncs overlap the leader's.
 
 Durability: a write is acknowledged only after its entry is committed, durable in the WAL of
 a quorum and applied to the backend's pending transaction. Replay after a crash is
@@ -92,6 +92,7 @@ from keelson.raft import (
 from keelson.raft.parallel_append import split_early
 from keelson.server.apply import ALARM_BUCKET, NOSPACE, Applier
 from keelson.server.auth import MemberAuth
+from keelson.server.commit_notice import CommitNotices
 from keelson.server.compactor import Compactor, parse_retention
 from keelson.server.membership import MEMBERS_BUCKET, MemberTable
 from keelson.server.snapshot import backend_image, install_image
@@ -115,6 +116,15 @@ BACKEND_BATCH_BYTES = 32 * 1024 * 1024
 """Pending key+value bytes that commit the backend at once (bounds LMDB's dirty pages)."""
 PARALLEL_APPEND_ENV = "KEELSON_EXPERIMENTAL_PARALLEL_APPEND"
 """``=1`` turns on the experimental parallel append (see the module docstring)."""
+
+
+COMMIT_NOTICE_HOLD_ENV = "KEELSON_COMMIT_NOTICE_HOLD_MS"
+
+
+def commit_notice_hold_from_env() -> float:
+    """Seconds a leader may hold a commit-only append (``keelson.server.commit_notice``):
+    ``KEELSON_COMMIT_NOTICE_HOLD_MS``, 0 turning the hold off."""
+    return float(os.environ.get(COMMIT_NOTICE_HOLD_ENV, "0")) / 1000
 
 
 def parallel_append_from_env() -> bool:
@@ -155,6 +165,9 @@ class MemberConfig:
     fsync: bool = True
     parallel_append: bool = field(default_factory=parallel_append_from_env)
     """Experimental: the leader sends appends before its own WAL fsync (module docstring)."""
+    commit_notice_hold_s: float = field(default_factory=commit_notice_hold_from_env)
+    """How long a leader may hold a commit-only append (``keelson.server.commit_notice``);
+    0 sends every one at once."""
 
 
 class _Waiter:
@@ -180,6 +193,11 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
                         "(%s=1)", PARALLEL_APPEND_ENV)
         self._forward = forward
         self._send = send
+        hold = cfg.commit_notice_hold_s
+        self._notices: CommitNotices | None = None
+        if send is not None and hold > 0:
+            self._notices = CommitNotices(
+                send, lambda d, f: asyncio.get_running_loop().call_later(d, f), hold_s=hold)
         self._faults = faults or _no_faults
         member_dir = Path(cfg.data_dir) / "member"
         self._wal_dir = Path(cfg.wal_dir) if cfg.wal_dir else member_dir / "wal"
@@ -392,6 +410,8 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._fail_all(errors.STOPPED)
+        if self._notices is not None:
+            self._notices.drop()
         self.wal.close()
         self.backend.close()
 
@@ -457,6 +477,10 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
         except RaftError as exc:
             log.debug("dropping message %s from %d: %s", msg.type.name, msg.frm, exc)
             return
+        if msg.type == MessageType.PROP and self._notices is not None \
+                and self._state == StateType.LEADER:
+            last = self.node.raft.log.last_index()
+            self._notices.proposed(time.monotonic(), last - len(msg.entries) + 1, last, msg.frm)
         self._wake.set()
 
     async def _run(self) -> None:
@@ -499,13 +523,10 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
                 durable_last_index=self.storage.last_index(),
             )
             if early and self._send is not None:
-                self._send(list(early))
+                self._send_peers(list(early))
                 self._faults("after-early-send")
         if rd.entries or rd.hard_state is not None:
-            if self.cfg.parallel_append and (rd.entries or rd.must_sync):
-                await asyncio.to_thread(self.wal.save, rd.hard_state, rd.entries, rd.must_sync)
-            else:  # on the loop's thread (see "WAL save" in the module docstring)
-                self.wal.save(rd.hard_state, rd.entries, rd.must_sync)
+            self.wal.save(rd.hard_state, rd.entries, rd.must_sync)
         if rd.hard_state is not None:
             self.storage.set_hard_state(rd.hard_state)
             self._term = rd.hard_state.term
@@ -513,7 +534,7 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
             self.storage.append(rd.entries)
         if messages and self._send is not None:
             snaps = [m for m in messages if m.type == MessageType.SNAP]
-            self._send([m for m in messages if m.type != MessageType.SNAP])
+            self._send_peers([m for m in messages if m.type != MessageType.SNAP])
             if snaps:
                 task = asyncio.create_task(self._send_with_image(snaps))
                 self._bg.add(task)
@@ -662,7 +683,18 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
                 if not fut.done():
                     fut.set_exception(err)
             return
+        if self._notices is not None and self._state == StateType.LEADER:
+            last = self.node.raft.log.last_index()
+            self._notices.proposed(time.monotonic(), last - len(batch) + 1, last)
         self._wake.set()
+
+    def _send_peers(self, msgs: list[Message]) -> None:
+        """Hand raft's messages (no snapshots) to the transport, through the commit
+        notice hold when it is on."""
+        if self._notices is not None:
+            self._notices.send(msgs, self._state == StateType.LEADER)
+        elif self._send is not None:
+            self._send(msgs)
 
     def _issue_read(self, ctx: bytes) -> None:
         self._read_batch = None

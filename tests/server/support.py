@@ -49,9 +49,12 @@ class Router:
         self.down: set[int] = set()
         self.highest_sent = 0
         """The highest entry index any message handed to ``send`` carried."""
+        self.sent: list[Message] = []
+        """Every message handed to ``send``, in order."""
 
     def send(self, msgs: list[Message]) -> None:
         loop = asyncio.get_running_loop()
+        self.sent.extend(msgs)
         for m in msgs:
             if m.entries:
                 self.highest_sent = max(self.highest_sent, m.entries[-1].index)

@@ -1,23 +1,23 @@
 """Parallel append (``KEELSON_EXPERIMENTAL_PARALLEL_APPEND``) on in-process members wired by
-an in-memory router, with the leader's WAL write held at a gate: with the switch the
-followers receive the entry while the leader's fsync is still pending, without it they do
-not; in both modes nobody learns that the entry is committed and the client gets no answer
-until the leader's write returns. A leader that crashes at the gate loses nothing that was
-acknowledged, and a lone voter does not tell its learner a commit it has not made durable.
+an in-memory router. The leader's WAL save runs on the loop's thread, so what matters is
+what was handed to the transport when the save of an entry starts: with the switch the
+appends carrying it are already out (the followers' fsyncs overlap the leader's), without it
+they are not; in both modes no message yet says the entry is committed. A leader that dies
+in its save (after sending, before writing) loses nothing that was acknowledged, and a lone
+voter does not tell its learner a commit it has not made durable.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 
 from keelson.proto import errors
 from keelson.proto.etcdserverpb import rpc_pb2 as pb
-from keelson.raft import Entry, HardState
+from keelson.raft import Entry, HardState, Message
 from keelson.server.etcdserver import (
     PARALLEL_APPEND_ENV,
     EtcdServer,
@@ -27,26 +27,22 @@ from keelson.server.etcdserver import (
 from tests.server.support import URLS, Router, leader_of, router_member_config, until
 
 
-class Gate:
-    """Holds a member's WAL writes of entries (in the worker thread that runs them) until
-    released; ``crash`` makes the held write fail without writing, as a process killed
-    before its fsync."""
+def watch_save(server: EtcdServer, index: int,
+               at_save: Callable[[], None]) -> None:
+    """Call ``at_save`` when ``server`` starts saving the entry at ``index``, then save
+    (unless ``at_save`` raised: a process that died before its write)."""
+    save = server.wal.save
 
-    def __init__(self, server: EtcdServer) -> None:
-        self._save = server.wal.save
-        self.armed = False
-        self.crash = False
-        self.entered = threading.Event()
-        self.release = threading.Event()
-        server.wal.save = self.save  # type: ignore[method-assign]
+    def watching(hs: HardState | None, ents: Sequence[Entry], must_sync: bool = False) -> int:
+        if ents and ents[0].index <= index <= ents[-1].index:
+            at_save()
+        return save(hs, ents, must_sync)
 
-    def save(self, hs: HardState | None, ents: Sequence[Entry], must_sync: bool = False) -> int:
-        if ents and self.armed:
-            self.entered.set()
-            self.release.wait(20)
-            if self.crash:
-                raise OSError("simulated crash before the fsync")
-        return self._save(hs, ents, must_sync)
+    server.wal.save = watching  # type: ignore[method-assign]
+
+
+def max_commit(msgs: Sequence[Message], to: int | None = None) -> int:
+    return max((m.commit for m in msgs if to is None or m.to == to), default=0)
 
 
 async def _keys(s: EtcdServer) -> list[tuple[bytes, bytes]]:
@@ -82,7 +78,7 @@ def test_switch_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch,
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("parallel", [False, True], ids=["serial", "parallel"])
-def test_followers_get_the_entry_during_the_leader_fsync_only_in_parallel_mode(
+def test_appends_leave_before_the_leader_fsync_only_in_parallel_mode(
     tmp_path: Path, parallel: bool
 ) -> None:
     async def main() -> None:
@@ -93,38 +89,15 @@ def test_followers_get_the_entry_during_the_leader_fsync_only_in_parallel_mode(
             await leader.put(pb.PutRequest(key=b"before", value=b"0"))
             assert ("after-early-send" in points) == parallel  # the failpoint is reached
             index = leader.storage.last_index() + 1
-            followers = [s for s in servers.values() if s is not leader]
-            if not parallel:
-                # The default save runs on the loop's thread, which a gate would block for
-                # every in-process member: look at what was sent when it starts.
-                at_save: list[int] = []
-                save = leader.wal.save
-
-                def watching_save(hs: HardState | None, ents: Sequence[Entry],
-                                  must_sync: bool = False) -> int:
-                    if ents and ents[-1].index >= index and not at_save:
-                        at_save.append(router.highest_sent)
-                    return save(hs, ents, must_sync)
-
-                leader.wal.save = watching_save  # type: ignore[method-assign]
-                resp = await leader.put(pb.PutRequest(key=b"k", value=b"v"))
-                assert at_save and at_save[0] < index, (at_save, index)
-                assert router.highest_sent >= index
-                assert resp.header.revision == 3
-                return
-            gate = Gate(leader)
-            gate.armed = True
-            put = asyncio.create_task(leader.put(pb.PutRequest(key=b"k", value=b"v")))
-            await asyncio.to_thread(gate.entered.wait, 20)
-            await until(lambda: all(f.storage.last_index() >= index for f in followers))
-            await asyncio.sleep(0.3)  # followers answered; nothing may commit visibly yet
-            assert not put.done()
-            for s in servers.values():
-                assert s.storage.hard_state.commit < index
-                assert s.applied_index < index
-            gate.release.set()
-            resp = await asyncio.wait_for(put, 20)
+            seen: list[tuple[int, int]] = []
+            watch_save(leader, index,
+                       lambda: seen.append((router.highest_sent, max_commit(router.sent))))
+            resp = await leader.put(pb.PutRequest(key=b"k", value=b"v"))
             assert resp.header.revision == 3
+            assert len(seen) == 1, seen
+            sent, commit = seen[0]
+            assert (sent >= index) == parallel, (sent, index)
+            assert commit < index  # nobody is told of the commit before the save
             for s in servers.values():
                 await until(lambda s=s: s.applied_index >= index)  # type: ignore[misc]
                 assert await _keys(s) == [(b"before", b"0"), (b"k", b"v")]
@@ -146,18 +119,19 @@ def test_leader_crash_before_its_fsync_loses_no_acknowledged_write(tmp_path: Pat
             for i in range(5):
                 await old.put(pb.PutRequest(key=b"a%d" % i, value=b"x"))
                 acked.append(b"a%d" % i)
-            gate = Gate(old)
-            gate.armed = True
-            gate.crash = True
-            put = asyncio.create_task(old.put(pb.PutRequest(key=b"lost?", value=b"y")))
-            await asyncio.to_thread(gate.entered.wait, 20)
-            followers = {mid: s for mid, s in servers.items() if s is not old}
             index = old.storage.last_index() + 1
+            old_id = old.cfg.member_id
+
+            def die() -> None:  # appends handed to the transport, nothing written yet
+                assert router.highest_sent >= index
+                router.down.add(old_id)  # the process dies: nothing more in or out
+                raise OSError("simulated crash before the WAL write")
+
+            watch_save(old, index, die)
+            put = asyncio.create_task(old.put(pb.PutRequest(key=b"lost?", value=b"y")))
+            followers = {mid: s for mid, s in servers.items() if s is not old}
             await until(lambda: all(f.storage.last_index() >= index
                                      for f in followers.values()))
-            old_id = old.cfg.member_id
-            router.down.add(old_id)  # the process dies: nothing more in or out
-            gate.release.set()
             with pytest.raises(errors.EtcdError):
                 await asyncio.wait_for(put, 20)  # never acknowledged
             await old.stop()
@@ -211,17 +185,11 @@ def test_lone_voter_does_not_tell_its_learner_a_commit_before_its_fsync(
             await s2.start()
             await s1.put(pb.PutRequest(key=b"pre", value=b"1"))
             await until(lambda: s2 is not None and s2.applied_index >= s1.applied_index)
-            gate = Gate(s1)
             index = s1.storage.last_index() + 1
-            gate.armed = True
-            put = asyncio.create_task(s1.put(pb.PutRequest(key=b"k", value=b"v")))
-            await asyncio.to_thread(gate.entered.wait, 20)
-            await asyncio.sleep(0.5)  # time for an append to reach the learner, if sent
-            assert s2.applied_index < index
-            assert s2.storage.hard_state.commit < index
-            assert not put.done()
-            gate.release.set()
-            await asyncio.wait_for(put, 20)
+            told: list[int] = []
+            watch_save(s1, index, lambda: told.append(max_commit(router.sent, to=lid)))
+            await asyncio.wait_for(s1.put(pb.PutRequest(key=b"k", value=b"v")), 20)
+            assert len(told) == 1 and told[0] < index, (told, index)
             await until(lambda: s2 is not None and s2.applied_index >= index)
             assert await _keys(s2) == [(b"k", b"v"), (b"pre", b"1")]
         finally:
