@@ -2,7 +2,7 @@
 
 This module knows the wire layout only: the 9-octet header, the per-type payload shapes,
 padding and the frame-size limit. It has no idea what a frame means for a stream or the
-connection (that is ``_connection``) and keeps no state except ``FrameReader``'s buffer.
+connection (that is ``_receive``) and keeps no state except ``FrameReader``'s buffer.
 
 Invariants:
 * ``FrameReader`` holds at most one incomplete frame: once ``next_frame()`` returns None its

@@ -1,8 +1,9 @@
 """What we write, in wire order: the output buffer, the HPACK encoder, the connection send
 window and the framing of header blocks and DATA.
 
-``_connection`` decides *what* may be sent (stream states, API rules); this module turns it
-into frames, and it is the only place that appends HEADERS/CONTINUATION/DATA to the buffer.
+``H2Connection`` (``_send``, ``_receive``) decides *what* may be sent (stream states, API
+rules); this module turns it into frames, and it is the only place that appends
+HEADERS/CONTINUATION/DATA to the buffer.
 
 Invariants:
 * HPACK blocks are encoded at the moment they are appended to ``buffer``, so the encoder's

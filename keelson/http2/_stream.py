@@ -4,7 +4,7 @@ States: a client stream is born ``OPEN`` (or ``HALF_CLOSED_REMOTE`` when its HEA
 END_STREAM) — ``IDLE`` never needs an object, and servers never reserve streams. END_STREAM
 received moves OPEN -> HALF_CLOSED_REMOTE, HALF_CLOSED_LOCAL -> CLOSED; END_STREAM sent
 moves OPEN -> HALF_CLOSED_LOCAL, HALF_CLOSED_REMOTE -> CLOSED; RST_STREAM either way ->
-CLOSED. ``_connection`` drops CLOSED streams from its table; what it needs to remember about
+CLOSED. ``_state`` drops CLOSED streams from its table; what it needs to remember about
 closed streams (were they reset by us?) it keeps itself.
 
 The send queue holds DATA the send windows do not allow yet, then the END_STREAM mark or the
