@@ -21,7 +21,9 @@ Afterwards:
 
 Every decoder here raises ``FrameError`` (a ``CodecError``) on malformed bodies.
 ``read_frame`` is the one function that touches a stream: it reads a single frame and
-refuses a length of zero or above the caller's cap before reading the body.
+refuses a length of zero or above the caller's cap before reading the body. ``FrameBuffer``
+does the same for a stream read in chunks of any size (the MESSAGES receive path, which
+reads whatever has arrived and handles every frame in it).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from keelson.transport.codec import CodecError
@@ -37,6 +40,7 @@ MAGIC = b"KLSN"
 PROTOCOL_VERSION = 1
 
 LENGTH = struct.Struct(">I")
+_unpack_length = LENGTH.unpack_from
 _HANDSHAKE = struct.Struct(">4sHBQQQ")
 _REQUEST_HEAD = struct.Struct(">QB")
 _RESPONSE_HEAD = struct.Struct(">QB")
@@ -208,6 +212,71 @@ def decode_snap_begin(body: bytes) -> tuple[int, bytes]:
         raise FrameError("snapshot begin frame too short")
     (total,) = _SNAP_BEGIN_HEAD.unpack_from(body)
     return total, bytes(body[_SNAP_BEGIN_HEAD.size :])
+
+
+class FrameBuffer:
+    """Splits a byte stream that arrives in arbitrary chunks into frames (sans-I/O).
+
+    ``feed(chunk)`` yields every frame the bytes received so far complete, in order, as
+    ``(kind, body)``; bytes of an incomplete frame are kept for the next chunk. A length of
+    zero or above ``cap`` raises ``FrameError`` as soon as its four bytes are in, before any
+    of the body is waited for, and after the frames in front of it have been yielded: the
+    caller then closes the connection. A caller that stops iterating early (it raised) loses
+    the rest of that chunk, and must not feed the buffer again either. The fast case --
+    nothing pending and the chunk holding whole frames -- slices bodies straight out of the
+    chunk; a frame split over chunks is joined once, when its last byte arrives.
+    """
+
+    __slots__ = ("_cap", "_chunks", "_have", "_need")
+
+    def __init__(self, cap: int) -> None:
+        self._cap = cap
+        self._chunks: list[bytes] = []  # the bytes of an incomplete frame
+        self._have = 0  # total length of _chunks
+        self._need = 0  # bytes _chunks must hold before parsing can progress
+
+    def pending(self) -> bytes:
+        """The bytes of the incomplete frame held so far (for an EOF error)."""
+        return b"".join(self._chunks)
+
+    def feed(self, chunk: bytes) -> Iterator[tuple[int, bytes]]:
+        """Add ``chunk``; yield the ``(kind, body)`` of every frame now complete."""
+        if self._chunks:
+            self._chunks.append(chunk)
+            self._have += len(chunk)
+            if self._have < self._need:
+                return
+            data = b"".join(self._chunks)
+            self._chunks = []
+            self._have = 0
+        else:
+            data = chunk
+        cap = self._cap
+        unpack_length = _unpack_length
+        end = len(data)
+        pos = 0
+        while True:
+            left = end - pos
+            if left < 4:
+                need = 4
+                break
+            (length,) = unpack_length(data, pos)
+            if length == 0 or length > cap:
+                raise FrameError(f"frame length {length} outside 1..{cap}")
+            if left < 4 + length:
+                need = 4 + length
+                break
+            start = pos + 4
+            pos = start + length
+            if pos == end:
+                yield data[start], data[start + 1 : pos]
+                return
+            yield data[start], data[start + 1 : pos]
+        if pos < end:
+            rest = data[pos:] if pos else data
+            self._chunks = [rest]
+            self._have = len(rest)
+            self._need = need
 
 
 async def read_frame(reader: asyncio.StreamReader, cap: int) -> tuple[int, bytes]:

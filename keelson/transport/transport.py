@@ -19,6 +19,14 @@ backoff capped at ``backoff_max``. A connection that breaks is dropped and redia
 next send. ``active_since(peer)`` is the ``time.monotonic()`` at which the current outbound
 connection completed its handshake, ``None`` while there is none.
 
+Receiving: an accepted connection reads its handshake (and, on the SNAPSHOT channel, the
+whole stream) through a ``StreamReader``; on the MESSAGES channel, once the handshake is
+answered, its protocol (``_InboundProtocol``) hands every chunk the socket gives straight to
+a ``FrameBuffer`` and each complete frame is handled in that callback, in order: a MESSAGE is
+decoded and delivered to ``on_message``, a REQUEST starts its handler. There is no task
+wake-up per message; the connection's task only waits for the end (EOF, loss, or a bad frame,
+which closes the connection).
+
 Handshake: the dialer's first frame names magic, protocol version, channel, cluster id,
 sender id and receiver id. The listener answers HANDSHAKE_OK; on any mismatch (wrong
 cluster, wrong receiver, unknown magic/version/channel, a removed sender) it logs one line,
@@ -86,13 +94,14 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from keelson.raft.types import Message, MessageType
-from keelson.transport.codec import CodecError, decode_message, encode_message
+from keelson.transport.codec import CodecError, decode_message, encode_message_frame
 from keelson.transport.frames import (
     LENGTH,
     MAGIC,
     PROTOCOL_VERSION,
     Channel,
     DiscoveryInfo,
+    FrameBuffer,
     FrameError,
     FrameKind,
     Handshake,
@@ -209,9 +218,67 @@ def _close(writer: asyncio.StreamWriter | None) -> None:
             writer.close()
 
 
+_SNAP = MessageType.SNAP  # a module constant: an enum member lookup costs ~0.2 µs per send
+
+_READER_LIMIT = 2**16
+"""``StreamReader`` buffer limit of inbound connections (asyncio's default)."""
+
 _WRITE_NOW_LIMIT = 256 * 1024
 """Unsent bytes above which ``send`` leaves a peer's messages to its writer task, which
 waits for the socket to drain."""
+
+
+class _InboundProtocol(asyncio.StreamReaderProtocol):
+    """The protocol of an accepted connection: a ``StreamReaderProtocol`` (the handshake and
+    the SNAPSHOT channel read its ``StreamReader``) whose incoming bytes can be diverted to a
+    callback instead, as the MESSAGES channel does after its handshake (``divert``).
+
+    Writing is unaffected: the connection's ``StreamWriter`` keeps using this protocol's
+    flow control. ``ended`` says EOF or the connection's loss has been seen; once diverted,
+    the ``on_end`` callback hears about either (``None`` for EOF, else the error)."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        accepted: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+        | None = None,
+        *,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        super().__init__(reader, accepted, loop=loop)
+        self.ended = False
+        self._diverted = False  # once set, the StreamReader never gets another byte
+        self._on_data: Callable[[bytes], None] | None = None
+        self._on_end: Callable[[BaseException | None], None] | None = None
+
+    def divert(
+        self,
+        on_data: Callable[[bytes], None] | None,
+        on_end: Callable[[BaseException | None], None] | None,
+    ) -> None:
+        """From now on hand incoming bytes to ``on_data`` and EOF or loss to ``on_end``
+        (``None, None`` stops; later bytes are then dropped, the connection is closing)."""
+        self._diverted = True
+        self._on_data = on_data
+        self._on_end = on_end
+
+    def data_received(self, data: bytes) -> None:
+        if not self._diverted:
+            super().data_received(data)
+        elif self._on_data is not None:
+            self._on_data(data)
+
+    def eof_received(self) -> bool | None:
+        self.ended = True
+        if self._on_end is not None:
+            self._on_end(None)
+        return super().eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.ended = True
+        super().connection_lost(exc)
+        if self._on_end is not None:
+            self._on_end(exc)
 
 
 class _Peer:
@@ -302,7 +369,13 @@ class Transport:
         self._stopping = False
         if self._ssl_server is not None:
             return await self._start_tls_listener(host, port)
-        self._server = await asyncio.start_server(self._accept, host, port, reuse_address=True)
+        loop = asyncio.get_running_loop()
+
+        def accepted() -> _InboundProtocol:
+            reader = asyncio.StreamReader(limit=_READER_LIMIT, loop=loop)
+            return _InboundProtocol(reader, self._accept, loop=loop)
+
+        self._server = await loop.create_server(accepted, host, port, reuse_address=True)
         bound: int = self._server.sockets[0].getsockname()[1]
         return bound
 
@@ -344,8 +417,8 @@ class Transport:
     async def _handshake_tls(self, conn: socket.socket, addr: object) -> None:
         assert self._ssl_server is not None
         loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=2**16, loop=loop)
-        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        reader = asyncio.StreamReader(limit=_READER_LIMIT, loop=loop)
+        protocol = _InboundProtocol(reader, loop=loop)
         host = addr[0] if isinstance(addr, tuple) else str(addr)
         try:
             transport, _ = await loop.connect_accepted_socket(
@@ -491,12 +564,12 @@ class Transport:
             if peer is None:
                 log.debug("transport: dropping %s to unknown peer %x", m.type.name, m.to)
                 continue
-            if m.type == MessageType.SNAP:
+            if m.type == _SNAP:
                 if not self._stopping:
                     self._spawn(self._send_snapshot(peer, m))
                 continue
             try:
-                data = frame(FrameKind.MESSAGE, encode_message(m))
+                data = encode_message_frame(m)
             except CodecError as exc:
                 log.warning("transport: cannot encode %s to %x: %s", m.type.name, m.to, exc)
                 continue
@@ -894,14 +967,59 @@ class Transport:
     async def _serve_messages(
         self, h: Handshake, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        while True:
-            kind, body = await read_frame(reader, self._max_frame)
-            if kind == FrameKind.MESSAGE:
-                self._deliver(decode_message(body))
-            elif kind == FrameKind.REQUEST:
-                self._spawn(self._answer(decode_request(body), writer))
-            else:
-                raise FrameError(f"unexpected frame kind {kind} from peer {h.sender_id:x}")
+        """Handle the MESSAGES frames of one inbound connection until it ends.
+
+        From here on the connection's bytes skip the ``StreamReader``: the protocol hands
+        every chunk the socket gives it straight to a ``FrameBuffer`` and each complete
+        frame is handled there and then, in order (a MESSAGE is delivered to ``on_message``,
+        a REQUEST spawns its handler). Delivering from the protocol callback rather than from
+        this task saves a task wake-up and two ``readexactly`` per message. This task only
+        waits for the end: a bad frame raises its ``CodecError``, EOF raises
+        ``IncompleteReadError`` (the bytes of a cut frame as ``partial``), as reading frame
+        by frame did, so the connection's end is logged and cleaned up the same way."""
+        protocol = writer.transport.get_protocol()
+        if not isinstance(protocol, _InboundProtocol):  # every listener path makes one
+            raise TypeError(f"inbound connection has protocol {protocol!r}")
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        frames = FrameBuffer(self._max_frame)
+        deliver = self._deliver
+        message_kind = FrameKind.MESSAGE
+        sender = h.sender_id
+
+        def on_data(data: bytes) -> None:
+            if done.done():  # failed (or being torn down): ignore the rest
+                return
+            try:
+                for kind, body in frames.feed(data):
+                    if kind == message_kind:
+                        deliver(decode_message(body))
+                    elif kind == FrameKind.REQUEST:
+                        self._spawn(self._answer(decode_request(body), writer))
+                    else:
+                        raise FrameError(f"unexpected frame kind {kind} from peer {sender:x}")
+            except CodecError as exc:
+                done.set_exception(exc)
+
+        def on_end(exc: BaseException | None) -> None:
+            if not done.done():
+                done.set_exception(exc or asyncio.IncompleteReadError(frames.pending(), None))
+
+        ended = protocol.ended
+        protocol.divert(on_data, on_end)
+        try:
+            # What the StreamReader buffered before the switch (the dialer may send frames
+            # right behind its handshake) comes first. With EOF fed, ``read`` returns the
+            # buffer without suspending, so no chunk can overtake it; it raises if the
+            # connection was already lost with an error.
+            reader.feed_eof()
+            rest = await reader.read()
+            if rest:
+                on_data(rest)
+            if ended:
+                on_end(None)
+            await done
+        finally:
+            protocol.divert(None, None)
 
     async def _serve_snapshot(
         self, h: Handshake, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
