@@ -7,7 +7,12 @@ because continuing would risk losing committed entries. ``invariant`` always rai
 from __future__ import annotations
 
 
-def invariant(cond: bool, msg: str) -> None:
-    """Raise AssertionError(msg) if ``cond`` is false, whatever the interpreter flags."""
+def invariant(cond: bool, msg: str, *args: object) -> None:
+    """Raise AssertionError(msg) if ``cond`` is false, whatever the interpreter flags.
+
+    With ``args``, the message is ``msg % args``, formatted only when the check fails: the
+    checks on the write path run several times per entry, an f-string would be built
+    (and thrown away) every time.
+    """
     if not cond:
-        raise AssertionError(msg)
+        raise AssertionError(msg % args if args else msg)

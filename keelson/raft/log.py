@@ -32,24 +32,40 @@ class RaftLog:
         )
 
     # ---- indexes and terms
+    # first_index / last_index / term run several times per message: they read the unstable
+    # tail's fields directly (the same rules as Unstable.maybe_first_index / maybe_last_index
+    # / maybe_term) instead of going through those helpers.
     def first_index(self) -> int:
-        i = self.unstable.maybe_first_index()
-        return i if i is not None else self.storage.first_index()
+        snap = self.unstable.snapshot
+        if snap is not None:
+            return snap.metadata.index + 1
+        return self.storage.first_index()
 
     def last_index(self) -> int:
-        i = self.unstable.maybe_last_index()
-        return i if i is not None else self.storage.last_index()
+        u = self.unstable
+        if u.entries:
+            return u.offset + len(u.entries) - 1
+        if u.snapshot is not None:
+            return u.snapshot.metadata.index
+        return self.storage.last_index()
 
     def term(self, i: int) -> int:
         """Term of entry i; raises CompactedError / UnavailableError."""
-        dummy = self.first_index() - 1
-        if i < dummy or i > self.last_index():
-            if i < dummy:
-                raise CompactedError(f"index {i} compacted")
+        u = self.unstable
+        k = i - u.offset
+        if 0 <= k < len(u.entries):
+            # An unstable entry: the log is contiguous (snapshot or stable entries, then the
+            # unstable tail), so first_index - 1 <= i <= last_index holds.
+            return u.entries[k].term
+        if i < self.first_index() - 1:
+            raise CompactedError(f"index {i} compacted")
+        if i > self.last_index():
             raise UnavailableError(f"index {i} unavailable")
-        t = self.unstable.maybe_term(i)
-        if t is not None:
-            return t
+        # Not an unstable entry, so (as Unstable.maybe_term) only a pending snapshot's own
+        # index is answered here; everything else comes from storage.
+        snap = u.snapshot
+        if snap is not None and i < u.offset and snap.metadata.index == i:
+            return snap.metadata.term
         return self.storage.term(i)
 
     def zero_term_on_err(self, i: int) -> int:
@@ -62,6 +78,10 @@ class RaftLog:
         return self.term(self.last_index())
 
     def match_term(self, i: int, t: int) -> bool:
+        if i > self.last_index():
+            # term() would raise UnavailableError: the common case of a follower checking
+            # entries it is about to append, answered without raising and catching.
+            return False
         try:
             return self.term(i) == t
         except (CompactedError, UnavailableError):
@@ -81,7 +101,9 @@ class RaftLog:
         lastnewi = index + len(ents)
         ci = self.find_conflict(ents)
         if ci:
-            invariant(ci > self.committed, f"entry {ci} conflicts with committed {self.committed}")
+            invariant(
+                ci > self.committed, "entry %d conflicts with committed %d", ci, self.committed
+            )
             self.append(list(ents[ci - index - 1 :]))
         self.commit_to(min(committed, lastnewi))
         return lastnewi
@@ -90,7 +112,7 @@ class RaftLog:
         if not ents:
             return self.last_index()
         after = ents[0].index - 1
-        invariant(after >= self.committed, f"after {after} is out of range [{self.committed}]")
+        invariant(after >= self.committed, "after %d is out of range [%d]", after, self.committed)
         self.unstable.truncate_and_append(ents)
         return self.last_index()
 
@@ -115,10 +137,8 @@ class RaftLog:
     # ---- commit / apply
     def commit_to(self, tocommit: int) -> None:
         if self.committed < tocommit:
-            invariant(
-                tocommit <= self.last_index(),
-                f"tocommit {tocommit} out of range (last {self.last_index()})",
-            )
+            last = self.last_index()
+            invariant(tocommit <= last, "tocommit %d out of range (last %d)", tocommit, last)
             self.committed = tocommit
 
     def maybe_commit(self, max_index: int, term: int) -> bool:
@@ -132,7 +152,10 @@ class RaftLog:
             return
         invariant(
             self.applied <= i <= self.committed,
-            f"applied({i}) out of range [prev {self.applied}, committed {self.committed}]",
+            "applied(%d) out of range [prev %d, committed %d]",
+            i,
+            self.applied,
+            self.committed,
         )
         self.applied = i
 
@@ -143,12 +166,12 @@ class RaftLog:
         self.unstable.stable_snap_to(i)
 
     def has_next_committed_ents(self) -> bool:
-        if self.unstable.snapshot is not None:
-            return False
-        return self.committed > max(self.applied, self.first_index() - 1)
+        if self.committed <= self.applied or self.unstable.snapshot is not None:
+            return False  # the first test answers most calls without touching storage
+        return self.committed > self.first_index() - 1
 
     def next_committed_ents(self) -> list[Entry]:
-        if self.unstable.snapshot is not None:
+        if self.committed <= self.applied or self.unstable.snapshot is not None:
             return []
         off = max(self.applied + 1, self.first_index())
         # only entries that are already stable or handed out in this very Ready
@@ -159,9 +182,10 @@ class RaftLog:
 
     # ---- reading
     def entries(self, i: int, max_size: int) -> list[Entry]:
-        if i > self.last_index():
+        last = self.last_index()
+        if i > last:
             return []
-        return self.slice(i, self.last_index() + 1, max_size)
+        return self.slice(i, last + 1, max_size)
 
     def all_entries(self) -> list[Entry]:
         return self.entries(self.first_index(), NO_LIMIT)
@@ -169,7 +193,8 @@ class RaftLog:
     def slice(self, lo: int, hi: int, max_size: int) -> list[Entry]:
         if lo < self.first_index():
             raise CompactedError(f"slice lo {lo} compacted")
-        invariant(hi <= self.last_index() + 1, f"slice hi {hi} beyond last {self.last_index()}")
+        last = self.last_index()
+        invariant(hi <= last + 1, "slice hi %d beyond last %d", hi, last)
         if lo == hi:
             return []
         ents: list[Entry] = []
@@ -180,7 +205,8 @@ class RaftLog:
                 return stored  # size limit hit
             ents = stored
         if hi > uoff:
-            ents = ents + self.unstable.slice(max(lo, uoff), hi)
+            tail = self.unstable.slice(max(lo, uoff), hi)
+            ents = ents + tail if ents else tail
         return limit_size(ents, max_size)
 
     def snapshot(self) -> Snapshot:

@@ -67,8 +67,13 @@ class Unstable:
             self.entries = self.entries[: after - self.offset] + list(ents)
 
     def slice(self, lo: int, hi: int) -> list[Entry]:
+        end = self.offset + len(self.entries)
         invariant(
-            self.offset <= lo <= hi <= self.offset + len(self.entries),
-            f"unstable slice [{lo},{hi}) out of [{self.offset},{self.offset + len(self.entries)})",
+            self.offset <= lo <= hi <= end,
+            "unstable slice [%d,%d) out of [%d,%d)",
+            lo,
+            hi,
+            self.offset,
+            end,
         )
         return self.entries[lo - self.offset : hi - self.offset]

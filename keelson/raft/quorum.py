@@ -21,7 +21,7 @@ class VoteResult(enum.IntEnum):
 def committed_index(voters: tuple[int, ...], acked: Mapping[int, int]) -> int:
     if not voters:
         return 2**63 - 1  # an empty config commits anything (as etcd's raft)
-    srt = sorted((acked.get(v, 0) for v in voters), reverse=True)
+    srt = sorted([acked.get(v, 0) for v in voters], reverse=True)
     return srt[len(voters) // 2]
 
 

@@ -31,9 +31,11 @@ from keelson.raft.log import RaftLog
 from keelson.raft.quorum import VoteResult, vote_result
 from keelson.raft.read_only import ReadOnly
 from keelson.raft.storage import Storage
-from keelson.raft.tracker import Progress, ProgressState, ProgressTracker
+from keelson.raft.tracker import PS, Progress, ProgressTracker
 from keelson.raft.types import (
+    MT,
     NONE,
+    ST,
     CompactedError,
     ConfChange,
     ConfChangeType,
@@ -42,17 +44,14 @@ from keelson.raft.types import (
     EntryType,
     HardState,
     Message,
-    MessageType,
     ProposalDropped,
     RaftError,
     ReadState,
     Snapshot,
     SnapshotTemporarilyUnavailable,
     SoftState,
-    StateType,
 )
 
-MT = MessageType
 TRANSFER_CONTEXT = b"transfer"
 
 
@@ -72,7 +71,7 @@ class Raft:
         self.term = 0
         self.vote = NONE
         self.lead = NONE
-        self.state = StateType.FOLLOWER
+        self.state = ST.FOLLOWER
         self.is_learner = False
         self.msgs: list[Message] = []
         self.read_states: list[ReadState] = []
@@ -112,7 +111,7 @@ class Raft:
         return HardState(self.term, self.vote, self.log.committed)
 
     def is_leader(self) -> bool:
-        return self.state == StateType.LEADER
+        return self.state == ST.LEADER
 
     def promotable(self) -> bool:
         pr = self.tracker.progress.get(self.id)
@@ -140,19 +139,45 @@ class Raft:
 
     # ------------------------------------------------------------ sending
     def send(self, m: Message) -> None:
+        """Queue ``m`` with our id as sender (unless it is forwarded) and our term (except
+        (pre)votes, which carry their own, and proposals/read requests, which carry none).
+
+        The messages of the replication path (appends, heartbeats and their responses) are
+        instead built whole by their callers, ``frm=self.id, term=self.term``, and appended
+        to ``msgs`` directly: stamping them here would build each message twice."""
         frm = self.id if m.frm == NONE else m.frm
         term = m.term
         if m.type in (MT.VOTE, MT.VOTE_RESP, MT.PRE_VOTE, MT.PRE_VOTE_RESP):
-            invariant(m.term != 0, f"term must be set for {m.type.name}")
+            invariant(m.term != 0, "term must be set for %s", m.type.name)
         elif m.type not in (MT.PROP, MT.READ_INDEX):
-            invariant(m.term == 0, f"term must not be set for {m.type.name}")
+            invariant(m.term == 0, "term must not be set for %s", m.type.name)
             term = self.term
-        self.msgs.append(dataclasses.replace(m, frm=frm, term=term))
+        if frm == m.frm and term == m.term:
+            self.msgs.append(m)
+            return
+        self.msgs.append(
+            Message(
+                m.type,
+                to=m.to,
+                frm=frm,
+                term=term,
+                log_term=m.log_term,
+                index=m.index,
+                entries=m.entries,
+                commit=m.commit,
+                snapshot=m.snapshot,
+                reject=m.reject,
+                reject_hint=m.reject_hint,
+                context=m.context,
+            )
+        )
 
     def send_append(self, to: int, send_if_empty: bool = True) -> bool:
         pr = self.tracker.progress[to]
         if pr.is_paused():
             return False
+        if not send_if_empty and pr.next == self.log.last_index() + 1:
+            return False  # the follower has been sent everything (the common case)
         prev_index = pr.next - 1
         try:
             prev_term = self.log.term(prev_index)
@@ -161,10 +186,12 @@ class Raft:
             return self._send_snapshot(to, pr)
         if not ents and not send_if_empty:
             return False
-        self.send(
+        self.msgs.append(
             Message(
                 MT.APP,
                 to=to,
+                frm=self.id,
+                term=self.term,
                 index=prev_index,
                 log_term=prev_term,
                 entries=tuple(ents),
@@ -172,7 +199,7 @@ class Raft:
             )
         )
         pr.sent_entries(ents[-1].index if ents else prev_index, len(ents))
-        if pr.state == ProgressState.PROBE:
+        if pr.state == PS.PROBE:
             pr.probe_sent = True
         return True
 
@@ -189,7 +216,7 @@ class Raft:
         return True
 
     def bcast_append(self) -> None:
-        for pid, _ in self.tracker.sorted_items():
+        for pid in sorted(self.tracker.progress):
             if pid != self.id:
                 self.send_append(pid)
 
@@ -200,7 +227,11 @@ class Raft:
             if pid == self.id:
                 continue
             commit = min(pr.match, self.log.committed)
-            self.send(Message(MT.HEARTBEAT, to=pid, commit=commit, context=ctx))
+            self.msgs.append(
+                Message(
+                    MT.HEARTBEAT, to=pid, frm=self.id, term=self.term, commit=commit, context=ctx
+                )
+            )
 
     # ------------------------------------------------------------ role changes
     def reset(self, term: int) -> None:
@@ -232,32 +263,32 @@ class Raft:
     def become_follower(self, term: int, lead: int) -> None:
         self.reset(term)
         self.lead = lead
-        self.state = StateType.FOLLOWER
+        self.state = ST.FOLLOWER
 
     def become_pre_candidate(self) -> None:
-        invariant(self.state != StateType.LEADER, "invalid transition [leader -> pre-candidate]")
+        invariant(self.state != ST.LEADER, "invalid transition [leader -> pre-candidate]")
         self.tracker.reset_votes()
         self.lead = NONE
-        self.state = StateType.PRE_CANDIDATE
+        self.state = ST.PRE_CANDIDATE
 
     def become_candidate(self) -> None:
-        invariant(self.state != StateType.LEADER, "invalid transition [leader -> candidate]")
+        invariant(self.state != ST.LEADER, "invalid transition [leader -> candidate]")
         self.reset(self.term + 1)
         self.vote = self.id
-        self.state = StateType.CANDIDATE
+        self.state = ST.CANDIDATE
 
     def become_leader(self) -> None:
-        invariant(self.state != StateType.FOLLOWER, "invalid transition [follower -> leader]")
+        invariant(self.state != ST.FOLLOWER, "invalid transition [follower -> leader]")
         self.reset(self.term)
         self.lead = self.id
-        self.state = StateType.LEADER
+        self.state = ST.LEADER
         self.tracker.progress[self.id].become_replicate()
         self.pending_conf_index = self.log.last_index()
         invariant(self.append_entry([Entry(0, 0)]), "empty entry was dropped")
 
     # ------------------------------------------------------------ ticking
     def tick(self) -> None:
-        if self.state == StateType.LEADER:
+        if self.state == ST.LEADER:
             self._tick_heartbeat()
         else:
             self._tick_election()
@@ -275,9 +306,9 @@ class Raft:
             self.election_elapsed = 0
             if self.config.check_quorum:
                 self.step(Message(MT.CHECK_QUORUM, frm=self.id))
-            if self.state == StateType.LEADER and self.lead_transferee != NONE:
+            if self.state == ST.LEADER and self.lead_transferee != NONE:
                 self.lead_transferee = NONE  # transfer did not finish in time: abort
-        if self.state != StateType.LEADER:
+        if self.state != ST.LEADER:
             return
         if self.heartbeat_elapsed >= self.config.heartbeat_tick:
             self.heartbeat_elapsed = 0
@@ -285,7 +316,7 @@ class Raft:
 
     # ------------------------------------------------------------ elections
     def hup(self, kind: CampaignType) -> None:
-        if self.state == StateType.LEADER or not self.promotable():
+        if self.state == ST.LEADER or not self.promotable():
             return
         if self._has_unapplied_conf_changes():
             return
@@ -368,9 +399,9 @@ class Raft:
             self.hup(CampaignType.PRE_ELECTION)
         elif m.type in (MT.VOTE, MT.PRE_VOTE):
             self._handle_vote_request(m)
-        elif self.state == StateType.LEADER:
+        elif self.state == ST.LEADER:
             self._step_leader(m)
-        elif self.state in (StateType.CANDIDATE, StateType.PRE_CANDIDATE):
+        elif self.state in (ST.CANDIDATE, ST.PRE_CANDIDATE):
             self._step_candidate(m)
         else:
             self._step_follower(m)
@@ -426,7 +457,7 @@ class Raft:
             pr.probe_sent = False
             # A lost MsgApp would otherwise keep a full window full forever: the
             # follower is alive, so free one slot and let replication go on.
-            if pr.state == ProgressState.REPLICATE and pr.inflights.full():
+            if pr.state == PS.REPLICATE and pr.inflights.full():
                 pr.inflights.free_first_one()
             if pr.match < self.log.last_index():
                 self.send_append(m.frm)
@@ -442,14 +473,14 @@ class Raft:
             for rs in self.read_only.advance(m.context):
                 self._respond_read_index(rs.req, rs.index)
         elif m.type == MT.SNAP_STATUS:
-            if pr.state != ProgressState.SNAPSHOT:
+            if pr.state != PS.SNAPSHOT:
                 return
             if m.reject:
                 pr.pending_snapshot = 0
             pr.become_probe()
             pr.probe_sent = True  # wait for an append response or heartbeat before probing
         elif m.type == MT.UNREACHABLE:
-            if pr.state == ProgressState.REPLICATE:
+            if pr.state == PS.REPLICATE:
                 pr.become_probe()
         elif m.type == MT.TRANSFER_LEADER:
             self._leader_transfer(m, pr)
@@ -502,7 +533,7 @@ class Raft:
         return True
 
     def reduce_uncommitted_size(self, ents: tuple[Entry, ...]) -> None:
-        if self.state != StateType.LEADER:
+        if self.state != ST.LEADER:
             return
         self.uncommitted_size = max(0, self.uncommitted_size - sum(len(e.data) for e in ents))
 
@@ -545,19 +576,19 @@ class Raft:
             if m.log_term > 0:
                 next_probe = self.log.find_conflict_by_term(m.reject_hint, m.log_term)[0]
             if pr.maybe_decr_to(m.index, next_probe):
-                if pr.state == ProgressState.REPLICATE:
+                if pr.state == PS.REPLICATE:
                     pr.become_probe()
                 self.send_append(m.frm)
             return
         old_paused = pr.is_paused()
         if not pr.maybe_update(m.index):
             return
-        if pr.state == ProgressState.PROBE:
+        if pr.state == PS.PROBE:
             pr.become_replicate()
-        elif pr.state == ProgressState.SNAPSHOT and pr.match + 1 >= self.log.first_index():
+        elif pr.state == PS.SNAPSHOT and pr.match + 1 >= self.log.first_index():
             pr.become_probe()
             pr.become_replicate()
-        elif pr.state == ProgressState.REPLICATE:
+        elif pr.state == PS.REPLICATE:
             pr.inflights.free_le(m.index)
         if self.maybe_commit():
             self._release_pending_read_index_messages()
@@ -588,7 +619,7 @@ class Raft:
 
     # ------------------------------------------------------------ candidate
     def _step_candidate(self, m: Message) -> None:
-        my_resp = MT.PRE_VOTE_RESP if self.state == StateType.PRE_CANDIDATE else MT.VOTE_RESP
+        my_resp = MT.PRE_VOTE_RESP if self.state == ST.PRE_CANDIDATE else MT.VOTE_RESP
         if m.type == MT.PROP:
             self._drop(m, "proposal dropped: no leader")
         elif m.type == MT.READ_INDEX:
@@ -606,7 +637,7 @@ class Raft:
             self.tracker.record_vote(m.frm, not m.reject)
             result = self.tracker.tally_votes()[2]
             if result == VoteResult.WON:
-                if self.state == StateType.PRE_CANDIDATE:
+                if self.state == ST.PRE_CANDIDATE:
                     self.campaign(CampaignType.ELECTION)
                 else:
                     self.become_leader()
@@ -651,18 +682,26 @@ class Raft:
 
     def _handle_append(self, m: Message) -> None:
         if m.index < self.log.committed:
-            self.send(Message(MT.APP_RESP, to=m.frm, index=self.log.committed))
+            self.msgs.append(
+                Message(
+                    MT.APP_RESP, to=m.frm, frm=self.id, term=self.term, index=self.log.committed
+                )
+            )
             return
         last = self.log.maybe_append(m.index, m.log_term, m.commit, m.entries)
         if last is not None:
-            self.send(Message(MT.APP_RESP, to=m.frm, index=last))
+            self.msgs.append(
+                Message(MT.APP_RESP, to=m.frm, frm=self.id, term=self.term, index=last)
+            )
             return
         hint = min(m.index, self.log.last_index())
         hint, hint_term = self.log.find_conflict_by_term(hint, m.log_term)
-        self.send(
+        self.msgs.append(
             Message(
                 MT.APP_RESP,
                 to=m.frm,
+                frm=self.id,
+                term=self.term,
                 index=m.index,
                 reject=True,
                 reject_hint=hint,
@@ -672,7 +711,11 @@ class Raft:
 
     def _handle_heartbeat(self, m: Message) -> None:
         self.log.commit_to(min(m.commit, self.log.last_index()))
-        self.send(Message(MT.HEARTBEAT_RESP, to=m.frm, context=m.context))
+        self.msgs.append(
+            Message(
+                MT.HEARTBEAT_RESP, to=m.frm, frm=self.id, term=self.term, context=m.context
+            )
+        )
 
     def _handle_snapshot(self, m: Message) -> None:
         if m.snapshot is None:
@@ -686,7 +729,7 @@ class Raft:
         meta = snap.metadata
         if meta.index <= self.log.committed:
             return False
-        if self.state != StateType.FOLLOWER:
+        if self.state != ST.FOLLOWER:
             self.become_follower(self.term + 1, NONE)
             return False
         cs = meta.conf_state
@@ -744,7 +787,7 @@ class Raft:
             t.progress.pop(nid, None)
         me = t.progress.get(self.id)
         self.is_learner = me is not None and me.is_learner
-        if self.state == StateType.LEADER:
+        if self.state == ST.LEADER:
             if me is None or me.is_learner:
                 self.become_follower(self.term, NONE)  # removed (or demoted) leader
             else:

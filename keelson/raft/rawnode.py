@@ -20,6 +20,7 @@ from keelson.raft.raft import Raft
 from keelson.raft.storage import Storage
 from keelson.raft.tracker import ProgressState
 from keelson.raft.types import (
+    MT,
     ConfChange,
     ConfState,
     Entry,
@@ -41,6 +42,17 @@ LOCAL_MESSAGES = frozenset(
         MessageType.CHECK_QUORUM,
     }
 )
+
+
+RESPONSES = frozenset(
+    {
+        MessageType.APP_RESP,
+        MessageType.VOTE_RESP,
+        MessageType.HEARTBEAT_RESP,
+        MessageType.PRE_VOTE_RESP,
+    }
+)
+"""Message types that answer a request of ours: only a member of the cluster sends them."""
 
 
 class StepLocalMessageError(RaftError):
@@ -93,13 +105,13 @@ class RawNode:
         self._raft.tick()
 
     def campaign(self) -> None:
-        self._raft.step(Message(MessageType.HUP, frm=self._raft.id))
+        self._raft.step(Message(MT.HUP, frm=self._raft.id))
 
     def propose(self, data: bytes) -> None:
         """Raises ProposalDropped when the proposal cannot be accepted now."""
         self._raft.step(
             Message(
-                MessageType.PROP,
+                MT.PROP,
                 frm=self._raft.id,
                 entries=(Entry(0, 0, EntryType.NORMAL, bytes(data)),),
             )
@@ -111,7 +123,7 @@ class RawNode:
         are accepted; raises ProposalDropped when they cannot be accepted now."""
         self._raft.step(
             Message(
-                MessageType.PROP,
+                MT.PROP,
                 frm=self._raft.id,
                 entries=tuple(Entry(0, 0, EntryType.NORMAL, bytes(d)) for d in datas),
             )
@@ -120,7 +132,7 @@ class RawNode:
     def propose_conf_change(self, cc: ConfChange) -> None:
         self._raft.step(
             Message(
-                MessageType.PROP,
+                MT.PROP,
                 frm=self._raft.id,
                 entries=(Entry(0, 0, EntryType.CONF_CHANGE, cc.encode()),),
             )
@@ -131,7 +143,7 @@ class RawNode:
         StepPeerNotFoundError for responses from unknown peers."""
         if msg.type in LOCAL_MESSAGES:
             raise StepLocalMessageError(f"cannot step local message {msg.type.name}")
-        if _is_response(msg.type) and not self._raft.tracker.has(msg.frm):
+        if msg.type in RESPONSES and not self._raft.tracker.has(msg.frm):
             raise StepPeerNotFoundError(f"response from unknown peer {msg.frm}")
         self._raft.step(msg)
 
@@ -139,56 +151,69 @@ class RawNode:
         return self._raft.apply_conf_change(cc)
 
     def transfer_leader(self, transferee: int) -> None:
-        self._raft.step(Message(MessageType.TRANSFER_LEADER, frm=transferee))
+        self._raft.step(Message(MT.TRANSFER_LEADER, frm=transferee))
 
     def read_index(self, ctx: bytes) -> None:
         self._raft.step(
-            Message(MessageType.READ_INDEX, frm=self._raft.id, entries=(Entry(0, 0, data=ctx),))
+            Message(MT.READ_INDEX, frm=self._raft.id, entries=(Entry(0, 0, data=ctx),))
         )
 
     def report_unreachable(self, peer: int) -> None:
-        self._raft.step(Message(MessageType.UNREACHABLE, frm=peer))
+        self._raft.step(Message(MT.UNREACHABLE, frm=peer))
 
     def report_snapshot(self, peer: int, failed: bool) -> None:
-        self._raft.step(Message(MessageType.SNAP_STATUS, frm=peer, reject=failed))
+        self._raft.step(Message(MT.SNAP_STATUS, frm=peer, reject=failed))
+
+    def _soft_changed(self) -> bool:
+        """Whether ``soft_state()`` differs from the last one handed out (compared field by
+        field: building a SoftState to compare it costs more than the comparison)."""
+        r, prev = self._raft, self._prev_soft
+        return r.lead != prev.lead or r.state != prev.raft_state
+
+    def _hard_changed(self) -> bool:
+        """Whether ``hard_state()`` differs from the last one handed out."""
+        r, prev = self._raft, self._prev_hard
+        return r.term != prev.term or r.vote != prev.vote or r.log.committed != prev.commit
 
     def has_ready(self) -> bool:
         r = self._raft
-        if r.soft_state() != self._prev_soft:
+        if self._soft_changed():
             return True
-        hs = r.hard_state()
-        if not hs.is_empty() and hs != self._prev_hard:
+        if self._hard_changed() and not r.hard_state().is_empty():
             return True
-        if r.log.unstable.snapshot is not None:
+        u = r.log.unstable
+        if u.snapshot is not None:
             return True
         if r.msgs or r.read_states:
             return True
-        if r.log.unstable.entries:
+        if u.entries:
             return True
         return r.log.has_next_committed_ents()
 
     def ready(self) -> Ready:
         r = self._raft
-        soft = r.soft_state()
-        hard = r.hard_state()
-        entries = tuple(r.log.unstable.entries)
+        soft = r.soft_state() if self._soft_changed() else None
+        hard = r.hard_state() if self._hard_changed() else None
+        prev_hard = self._prev_hard
+        u = r.log.unstable
+        entries = tuple(u.entries) if u.entries else ()
         rd = Ready(
-            soft_state=soft if soft != self._prev_soft else None,
-            hard_state=hard if hard != self._prev_hard else None,
-            read_states=tuple(r.read_states),
+            soft_state=soft,
+            hard_state=hard,
+            read_states=tuple(r.read_states) if r.read_states else (),
             entries=entries,
-            snapshot=r.log.unstable.snapshot,
+            snapshot=u.snapshot,
             committed_entries=tuple(r.log.next_committed_ents()),
-            messages=tuple(r.msgs),
-            must_sync=bool(entries)
-            or hard.term != self._prev_hard.term
-            or hard.vote != self._prev_hard.vote,
+            messages=tuple(r.msgs) if r.msgs else (),
+            must_sync=bool(entries) or r.term != prev_hard.term or r.vote != prev_hard.vote,
         )
-        r.msgs = []
-        r.read_states = []
-        if rd.soft_state is not None:
+        if r.msgs:
+            r.msgs = []
+        if r.read_states:
+            r.read_states = []
+        if soft is not None:
             self._prev_soft = soft
-        if rd.hard_state is not None:
+        if hard is not None:
             self._prev_hard = hard
         return rd
 
@@ -227,11 +252,3 @@ class RawNode:
             r.id, r.hard_state(), r.soft_state(), r.log.applied, r.lead_transferee, progress
         )
 
-
-def _is_response(t: MessageType) -> bool:
-    return t in (
-        MessageType.APP_RESP,
-        MessageType.VOTE_RESP,
-        MessageType.HEARTBEAT_RESP,
-        MessageType.PRE_VOTE_RESP,
-    )

@@ -43,8 +43,10 @@ class Storage(Protocol):
 
 
 def limit_size(ents: list[Entry], max_size: int) -> list[Entry]:
-    """The longest prefix of ``ents`` within ``max_size`` bytes, but never empty."""
-    if not ents:
+    """The longest prefix of ``ents`` within ``max_size`` bytes, but never empty.
+
+    May return ``ents`` itself (callers pass lists they own)."""
+    if len(ents) <= 1:
         return ents
     size = ents[0].size()
     n = 1
@@ -72,15 +74,15 @@ class MemoryStorage:
         return self._ents[0].index
 
     def entries(self, lo: int, hi: int, max_size: int) -> list[Entry]:
-        off = self._offset()
+        off = self._ents[0].index
         if lo <= off:
             raise CompactedError(f"requested index {lo} is compacted (first {off + 1})")
-        if hi > self.last_index() + 1:
+        if hi > off + len(self._ents):
             raise UnavailableError(f"entries hi {hi} is out of bound {self.last_index()}")
         return limit_size(self._ents[lo - off : hi - off], max_size)
 
     def term(self, i: int) -> int:
-        off = self._offset()
+        off = self._ents[0].index
         if i < off:
             raise CompactedError(f"requested index {i} is compacted")
         if i - off >= len(self._ents):
@@ -88,10 +90,10 @@ class MemoryStorage:
         return self._ents[i - off].term
 
     def first_index(self) -> int:
-        return self._offset() + 1
+        return self._ents[0].index + 1
 
     def last_index(self) -> int:
-        return self._offset() + len(self._ents) - 1
+        return self._ents[0].index + len(self._ents) - 1
 
     def snapshot(self) -> Snapshot:
         return self._snapshot
@@ -137,7 +139,7 @@ class MemoryStorage:
         if first > ents[0].index:
             ents = ents[first - ents[0].index :]
         off = ents[0].index - self._offset()
-        invariant(off <= len(self._ents), f"missing log entry before {ents[0].index}")
+        invariant(off <= len(self._ents), "missing log entry before %d", ents[0].index)
         # In place: copying the whole list per append made each append O(entries since the
         # last compaction), up to --snapshot-count of them (3.5% of a loaded leader).
         del self._ents[off:]

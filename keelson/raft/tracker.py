@@ -30,6 +30,15 @@ class ProgressState(enum.IntEnum):
     SNAPSHOT = 2
 
 
+class PS:
+    """``ProgressState``'s members as plain class attributes, for the hot paths (see
+    ``types.MT``: enum member lookups are slow on CPython 3.11)."""
+
+    PROBE = ProgressState.PROBE
+    REPLICATE = ProgressState.REPLICATE
+    SNAPSHOT = ProgressState.SNAPSHOT
+
+
 class Inflights:
     """The last indexes of MsgApps sent but not yet acknowledged, oldest first."""
 
@@ -68,7 +77,7 @@ class Progress:
     def __init__(self, next_index: int, max_inflight: int, is_learner: bool) -> None:
         self.match = 0
         self.next = next_index
-        self.state = ProgressState.PROBE
+        self.state = PS.PROBE
         self.pending_snapshot = 0
         self.recent_active = False
         self.probe_sent = False
@@ -79,7 +88,7 @@ class Progress:
         s = f"{self.state.name} match={self.match} next={self.next}"
         if self.is_learner:
             s += " learner"
-        if self.state == ProgressState.SNAPSHOT:
+        if self.state == PS.SNAPSHOT:
             s += f" pending_snap={self.pending_snapshot}"
         if not self.recent_active:
             s += " inactive"
@@ -98,29 +107,29 @@ class Progress:
         self.inflights.reset()
 
     def become_probe(self) -> None:
-        if self.state == ProgressState.SNAPSHOT:
+        if self.state == PS.SNAPSHOT:
             pending = self.pending_snapshot
-            self._reset_state(ProgressState.PROBE)
+            self._reset_state(PS.PROBE)
             self.next = max(self.match + 1, pending + 1)
         else:
-            self._reset_state(ProgressState.PROBE)
+            self._reset_state(PS.PROBE)
             self.next = self.match + 1
 
     def become_replicate(self) -> None:
-        self._reset_state(ProgressState.REPLICATE)
+        self._reset_state(PS.REPLICATE)
         self.next = self.match + 1
 
     def become_snapshot(self, snapshot_index: int) -> None:
-        self._reset_state(ProgressState.SNAPSHOT)
+        self._reset_state(PS.SNAPSHOT)
         self.pending_snapshot = snapshot_index
 
     def sent_entries(self, last_index_sent: int, n_entries: int) -> None:
         """Account for a MsgApp carrying entries up to ``last_index_sent``."""
-        if self.state == ProgressState.REPLICATE:
+        if self.state == PS.REPLICATE:
             if n_entries > 0:
                 self.next = last_index_sent + 1
                 self.inflights.add(last_index_sent)
-        elif self.state == ProgressState.PROBE:
+        elif self.state == PS.PROBE:
             self.probe_sent = True
 
     def maybe_update(self, n: int) -> bool:
@@ -133,7 +142,7 @@ class Progress:
         return updated
 
     def maybe_decr_to(self, rejected: int, match_hint: int) -> bool:
-        if self.state == ProgressState.REPLICATE:
+        if self.state == PS.REPLICATE:
             if rejected <= self.match:
                 return False  # stale rejection
             self.next = self.match + 1
@@ -145,9 +154,9 @@ class Progress:
         return True
 
     def is_paused(self) -> bool:
-        if self.state == ProgressState.PROBE:
+        if self.state == PS.PROBE:
             return self.probe_sent
-        if self.state == ProgressState.REPLICATE:
+        if self.state == PS.REPLICATE:
             return self.inflights.full()
         return True
 

@@ -8,12 +8,51 @@ integers; ``NONE`` (0) means "no node" (no leader, no vote).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import struct
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 NONE = 0
 """The id that means "nobody": no leader known, no vote cast."""
+
+_T = TypeVar("_T")
+
+
+def _fast_init(cls: type[_T]) -> type[_T]:
+    """Give a frozen, slotted dataclass an ``__init__`` that stores each field through its
+    slot descriptor; applied to the values the write path builds several times per entry.
+
+    Same signature and defaults, and the instance is as frozen as before (assigning an
+    attribute raises FrozenInstanceError): only how the constructor writes the fields
+    changes. dataclass's frozen ``__init__`` goes through ``object.__setattr__`` for every
+    field, which made building a Message (twelve fields) cost ~2.6 µs on CPython 3.11;
+    this one costs about half. Fields with a default factory, ``__post_init__``, keyword-only
+    or init=False fields are not supported (refused at import).
+    """
+    env: dict[str, Any] = {}
+    params: list[str] = []
+    body: list[str] = []
+    if not dataclasses.is_dataclass(cls) or hasattr(cls, "__post_init__"):
+        raise TypeError(f"_fast_init: {cls.__name__} is not a plain dataclass")
+    for f in dataclasses.fields(cls):
+        if not f.init or f.kw_only or f.default_factory is not dataclasses.MISSING:
+            raise TypeError(f"_fast_init: field {cls.__name__}.{f.name} is not supported")
+        env[f"_set_{f.name}"] = cls.__dict__[f.name].__set__  # the slot's member descriptor
+        if f.default is dataclasses.MISSING:
+            params.append(f.name)
+        else:
+            env[f"_default_{f.name}"] = f.default
+            params.append(f"{f.name}=_default_{f.name}")
+        body.append(f"    _set_{f.name}(self, {f.name})")
+    exec(f"def __init__(self, {', '.join(params)}):\n" + "\n".join(body), env)
+    init = env["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__doc__ = f"Build a {cls.__name__} (fields stored through their slot descriptors)."
+    init.__annotations__ = dict(cls.__init__.__annotations__)
+    setattr(cls, "__init__", init)  # noqa: B010 (mypy refuses assigning to a method)
+    return cls
 
 
 class MessageType(enum.IntEnum):
@@ -41,6 +80,35 @@ class MessageType(enum.IntEnum):
     PRE_VOTE_RESP = 18
 
 
+class MT:
+    """``MessageType``'s members as plain class attributes, for the raft core's hot paths:
+    ``MT.APP is MessageType.APP``.
+
+    On CPython 3.11 a member looked up on its enum class goes through ``EnumType``'s
+    ``__getattr__`` hook, about five times slower than a plain class attribute, and the
+    step functions compare message types a dozen times per message."""
+
+    HUP = MessageType.HUP
+    BEAT = MessageType.BEAT
+    PROP = MessageType.PROP
+    APP = MessageType.APP
+    APP_RESP = MessageType.APP_RESP
+    VOTE = MessageType.VOTE
+    VOTE_RESP = MessageType.VOTE_RESP
+    SNAP = MessageType.SNAP
+    HEARTBEAT = MessageType.HEARTBEAT
+    HEARTBEAT_RESP = MessageType.HEARTBEAT_RESP
+    UNREACHABLE = MessageType.UNREACHABLE
+    SNAP_STATUS = MessageType.SNAP_STATUS
+    CHECK_QUORUM = MessageType.CHECK_QUORUM
+    TRANSFER_LEADER = MessageType.TRANSFER_LEADER
+    TIMEOUT_NOW = MessageType.TIMEOUT_NOW
+    READ_INDEX = MessageType.READ_INDEX
+    READ_INDEX_RESP = MessageType.READ_INDEX_RESP
+    PRE_VOTE = MessageType.PRE_VOTE
+    PRE_VOTE_RESP = MessageType.PRE_VOTE_RESP
+
+
 class EntryType(enum.IntEnum):
     NORMAL = 0
     CONF_CHANGE = 1
@@ -53,6 +121,15 @@ class StateType(enum.IntEnum):
     PRE_CANDIDATE = 3
 
 
+class ST:
+    """``StateType``'s members as plain class attributes (see ``MT``)."""
+
+    FOLLOWER = StateType.FOLLOWER
+    CANDIDATE = StateType.CANDIDATE
+    LEADER = StateType.LEADER
+    PRE_CANDIDATE = StateType.PRE_CANDIDATE
+
+
 class ConfChangeType(enum.IntEnum):
     """One membership change. Promoting a learner is ADD_NODE on a learner's id."""
 
@@ -62,6 +139,7 @@ class ConfChangeType(enum.IntEnum):
     ADD_LEARNER_NODE = 3
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True)
 class Entry:
     term: int
@@ -74,6 +152,7 @@ class Entry:
         return len(self.data) + 24
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True)
 class HardState:
     """What must be durable before any message of the same Ready is sent."""
@@ -140,6 +219,7 @@ class ConfChange:
         return cls(ConfChangeType(kind), node_id, bytes(data[cls._HEADER.size :]))
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True)
 class Message:
     type: MessageType
@@ -156,6 +236,7 @@ class Message:
     context: bytes = b""
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True)
 class SoftState:
     """Volatile state worth telling the application about; never persisted."""
@@ -164,6 +245,7 @@ class SoftState:
     raft_state: StateType = StateType.FOLLOWER
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True)
 class ReadState:
     """A ReadIndex answer: once the application has applied ``index``, a read for
@@ -173,6 +255,7 @@ class ReadState:
     request_ctx: bytes
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True)
 class Ready:
     """Everything the application must do, in this order:
