@@ -162,9 +162,15 @@ class ReadTxn:
 
 class WriteTxn(ReadTxn):
     """A write transaction. On normal exit it commits (a nested one into the pending
-    transaction, then ``flush()`` unless deferred); on exception it aborts."""
+    transaction, then ``flush()`` unless deferred); on exception it aborts.
 
-    __slots__ = ("_nested", "_defer", "_writes", "_bytes")
+    ``set_consistent_index`` is called once per applied raft entry, but only its last
+    value per transaction matters: it is kept here and written into LMDB once, before the
+    commit or before anything could read it back (a read through this txn or a pending
+    view, a put of that very key), so what LMDB holds and what any reader sees are the same
+    as if every call had written it."""
+
+    __slots__ = ("_nested", "_defer", "_writes", "_bytes", "_ci")
 
     def __init__(
         self, backend: Backend, txn: lmdb.Transaction, *, nested: bool, defer: bool
@@ -174,6 +180,24 @@ class WriteTxn(ReadTxn):
         self._defer = defer
         self._writes = 0
         self._bytes = 0
+        self._ci: bytes | None = None  # consistent index set but not yet written
+
+    @property
+    def _txn(self) -> lmdb.Transaction:
+        if self._ci is not None:
+            self._write_consistent_index()
+        txn = self._txn_
+        if txn is None:  # not reachable: a write txn always holds its own lmdb txn
+            return self._backend._active_pending()
+        return txn
+
+    def _write_consistent_index(self) -> None:
+        raw, self._ci = self._ci, None
+        if raw is not None and self._txn_ is not None:
+            try:
+                self._txn_.put(_CONSISTENT_INDEX_KEY, raw, db=self._dbs[META_BUCKET])
+            except lmdb.MapFullError as e:
+                raise BackendError("backend map is full") from e
 
     def __enter__(self) -> WriteTxn:
         return self
@@ -187,8 +211,16 @@ class WriteTxn(ReadTxn):
         self._backend._write_done(self, ok=exc_type is None)
 
     def put(self, bucket: bytes, key: bytes, value: bytes) -> None:
+        # Hot path (every applied put): a write txn always holds its own lmdb txn, and the
+        # bucket's handle is looked up directly (``_db``'s error only when it is missing).
+        txn = self._txn_
+        if txn is None or (self._ci is not None and key == _CONSISTENT_INDEX_KEY):
+            txn = self._txn  # (not reachable) / the deferred index goes first
+        db = self._dbs.get(bucket)
+        if db is None:
+            db = self._db(bucket)
         try:
-            self._txn.put(key, value, db=self._db(bucket))
+            txn.put(key, value, db=db)
         except lmdb.MapFullError as e:
             raise BackendError("backend map is full") from e
         self._writes += 1
@@ -199,7 +231,8 @@ class WriteTxn(ReadTxn):
         return bool(self._txn.delete(key, db=self._db(bucket)))
 
     def set_consistent_index(self, index: int, term: int) -> None:
-        self._txn.put(_CONSISTENT_INDEX_KEY, _INDEX.pack(index, term), db=self._dbs[META_BUCKET])
+        """Record the last applied raft entry; written once per txn (class docstring)."""
+        self._ci = _INDEX.pack(index, term)
         self._writes += 1
 
 
@@ -228,6 +261,7 @@ class Backend:
         self._pending: lmdb.Transaction | None = None
         self._pending_owner = 0
         self._nested: lmdb.Transaction | None = None
+        self._open_write: WriteTxn | None = None  # the WriteTxn of ``_nested``
         self._pending_writes = 0
         self._pending_bytes = 0
         self._pending_since = 0.0
@@ -304,31 +338,43 @@ class Backend:
             self._pending_owner = threading.get_ident()
             self._pending_since = time.monotonic()
         self._nested = self._env.begin(write=True, parent=self._pending, buffers=False)
-        return WriteTxn(self, self._nested, nested=True, defer=defer)
+        wtx = WriteTxn(self, self._nested, nested=True, defer=defer)
+        self._open_write = wtx
+        return wtx
 
     def _write_done(self, wtx: WriteTxn, *, ok: bool) -> None:
+        if ok and wtx._ci is not None:
+            try:
+                wtx._write_consistent_index()
+            except BaseException:
+                self._write_done(wtx, ok=False)
+                raise
+        txn = wtx._txn_
+        if txn is None:
+            raise AssertionError("backend: a write transaction without its lmdb txn")
         if not wtx._nested:
             try:
                 if ok:
                     try:
-                        wtx._txn.commit()
+                        txn.commit()
                     except lmdb.MapFullError as e:
                         raise BackendError("backend map is full") from e
                     finally:
                         self._size = None
                 else:
-                    wtx._txn.abort()
+                    txn.abort()
             finally:
                 self._write_lock.release()
             return
         self._nested = None
+        self._open_write = None
         if not ok:
-            wtx._txn.abort()
+            txn.abort()
             if self._pending_writes == 0:  # nothing else pending: give the lock back
                 self._end_pending(commit=False)
             return
         try:
-            wtx._txn.commit()
+            txn.commit()
         except lmdb.MapFullError as e:
             raise BackendError("backend map is full") from e
         self._pending_writes += wtx._writes
@@ -340,6 +386,9 @@ class Backend:
         txn = self._nested or self._pending
         if txn is None or self._pending_owner != threading.get_ident():
             raise BackendError("read view used after the pending transaction was flushed")
+        wtx = self._open_write
+        if wtx is not None and wtx._ci is not None:
+            wtx._write_consistent_index()  # a view must see it (WriteTxn docstring)
         return txn
 
     def _end_pending(self, *, commit: bool) -> None:

@@ -218,7 +218,8 @@ def _check_put_state(view: TxnRead, req: PutRequest, lessor: Lessor | None) -> N
 def apply_put(tw: TxnWrite, req: PutRequest) -> PutResponse:
     """Apply a PutRequest in ``tw``; checks first, so an error changes nothing."""
     check_put_request(req)
-    _check_put_state(tw, req, tw.lessor)
+    if req.ignore_value or req.ignore_lease or req.lease != 0:  # else nothing to check
+        _check_put_state(tw, req, tw.lessor)
     return _put(tw, req)
 
 
@@ -236,7 +237,7 @@ def _put(tw: TxnWrite, req: PutRequest) -> PutResponse:
         if req.ignore_lease:
             lease = prev.lease
     rev = tw.put(req.key, value, lease)
-    return PutResponse(revision=rev, prev_kv=prev if req.prev_kv else None)
+    return PutResponse(rev, prev if req.prev_kv else None)
 
 
 def apply_delete_range(tw: TxnWrite, req: DeleteRangeRequest) -> DeleteRangeResponse:

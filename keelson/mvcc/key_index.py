@@ -21,6 +21,10 @@ from collections.abc import Iterator
 
 from keelson.mvcc.revision import Revision
 
+_NO_REVISION = Revision(0, 0)
+"""Shared by every new Generation and KeyIndex (a Revision is immutable): a put of a new
+key would otherwise allocate two of them."""
+
 
 class Generation:
     """One life of a key: revisions from its creation to (excluding) its deletion."""
@@ -28,7 +32,7 @@ class Generation:
     __slots__ = ("created", "ver", "revs")
 
     def __init__(self) -> None:
-        self.created = Revision(0, 0)
+        self.created = _NO_REVISION
         self.ver = 0  # version of the newest revision in ``revs``
         self.revs: list[Revision] = []
 
@@ -43,7 +47,7 @@ class KeyIndex:
 
     def __init__(self, key: bytes) -> None:
         self.key = key
-        self.modified = Revision(0, 0)
+        self.modified = _NO_REVISION
         self.generations: list[Generation] = [Generation()]
         self.lease = 0  # lease of the newest live revision (0 when deleted or none)
 
@@ -208,7 +212,9 @@ class TreeIndex:
         return ki
 
     def put(self, key: bytes, rev: Revision, lease: int) -> None:
-        ki = self._get_or_create(key)
+        ki = self._index.get(key)
+        if ki is None:
+            ki = self._get_or_create(key)
         if not ki.generations[-1].revs:
             self._live += 1
         ki.put(rev, lease)
@@ -237,6 +243,20 @@ class TreeIndex:
     def get(self, key: bytes, at: int) -> tuple[Revision, Revision, int] | None:
         ki = self._index.get(key)
         return None if ki is None else ki.get(at)
+
+    def current(self, key: bytes) -> tuple[int, int, int] | None:
+        """(create main revision, version, lease) of ``key`` if it is live now, else None.
+
+        What ``get(key, at)`` says for any ``at`` at or after the newest revision in the
+        index (a write's own revision), read off the last generation in O(1) instead of
+        searching the history: the write path asks this once per put."""
+        ki = self._index.get(key)
+        if ki is None:
+            return None
+        g = ki.generations[-1]
+        if not g.revs:
+            return None
+        return g.created.main, g.ver, ki.lease
 
     def keys_in(self, key: bytes, end: bytes | None) -> Iterator[KeyIndex]:
         """KeyIndex of every indexed key in [key, end) (end None: single key; b"": no bound),

@@ -4,9 +4,10 @@ Theory of operation. A ``KeyValue`` is what etcd's ``mvccpb.KeyValue`` holds: th
 value, the revision that created its current generation, the revision of this change, the
 version inside the generation (1 on creation) and the lease id (0: none). The ``key`` bucket
 stores one encoded KeyValue per revision; a tombstone stores only the key (every other field
-zero), as etcd does. The encoding is protobuf's wire format for mvccpb.KeyValue, written by
-hand for this one message (byte for byte what protobuf writes); decoding uses the generated
-message's C parser. Neither executes or unpickles anything.
+zero), as etcd does. The encoding is protobuf's wire format for mvccpb.KeyValue (what etcd
+writes, so hashes agree); both directions use the generated message's C implementation
+(upb), whose output tests/mvcc/test_keyvalue_encoding.py pins against golden bytes and an
+independent encoder. Neither executes or unpickles anything.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from google.protobuf.message import DecodeError
 
 from keelson.proto.mvccpb import kv_pb2
 
-_U64 = (1 << 64) - 1
-_parse = kv_pb2.KeyValue.FromString
+_KV = kv_pb2.KeyValue
+_parse = _KV.FromString
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,35 +33,37 @@ class KeyValue:
     lease: int = 0
 
 
-def _varint(n: int, out: bytearray) -> None:
-    n &= _U64  # int64 fields: negative values take ten bytes, as protobuf encodes them
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
+Change = tuple[bytes, int, int, int, bytes, int]
+"""A KeyValue's fields in declaration order: how a write txn records what it changed without
+building KeyValue objects that only watchers read (``KeyValue(*change)`` builds one). A
+deletion has only the key, every other field zero, as its tombstone record."""
+
+
+def encode_fields(
+    key: bytes, create_revision: int, mod_revision: int, version: int, value: bytes, lease: int
+) -> bytes:
+    """``encode_kv`` of the KeyValue these fields would make, without making it.
+
+    The protobuf encoding of etcd's ``mvccpb.KeyValue`` (fields in number order, zero
+    values left out), byte for byte what etcd stores, so HashKV agrees with etcd's.
+    Serialized by protobuf's C implementation: 1.5 vs 1.7 us per 256-byte record against
+    the hand-written encoder it replaced (one call per applied put). Fields must fit int64
+    (ValueError otherwise), as they do in etcd."""
+    return _KV(
+        key=key,
+        create_revision=create_revision,
+        mod_revision=mod_revision,
+        version=version,
+        value=value,
+        lease=lease,
+    ).SerializeToString()
 
 
 def encode_kv(kv: KeyValue) -> bytes:
-    """The protobuf encoding of etcd's ``mvccpb.KeyValue`` (fields in number order, zero
-    values left out), byte for byte what etcd stores, so HashKV agrees with etcd's."""
-    out = bytearray()
-    if kv.key:
-        out.append(0x0A)
-        _varint(len(kv.key), out)
-        out += kv.key
-    for tag, number in ((0x10, kv.create_revision), (0x18, kv.mod_revision),
-                        (0x20, kv.version)):
-        if number:
-            out.append(tag)
-            _varint(number, out)
-    if kv.value:
-        out.append(0x2A)
-        _varint(len(kv.value), out)
-        out += kv.value
-    if kv.lease:
-        out.append(0x30)
-        _varint(kv.lease, out)
-    return bytes(out)
+    """The record of ``kv`` in the ``key`` bucket (see ``encode_fields``)."""
+    return encode_fields(
+        kv.key, kv.create_revision, kv.mod_revision, kv.version, kv.value, kv.lease
+    )
 
 
 def decode_kv(raw: bytes) -> KeyValue:

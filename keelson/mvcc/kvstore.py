@@ -45,7 +45,7 @@ from keelson.mvcc.apply import (
 )
 from keelson.mvcc.errors import CompactedError, FutureRevisionError
 from keelson.mvcc.key_index import TreeIndex
-from keelson.mvcc.keyvalue import Event, EventType, KeyValue, decode_kv
+from keelson.mvcc.keyvalue import Change, Event, EventType, KeyValue, decode_kv
 from keelson.mvcc.requests import (
     DeleteRangeRequest,
     DeleteRangeResponse,
@@ -74,6 +74,11 @@ DEFAULT_COMPACTION_BATCH_LIMIT = 1000
 CommitListener = Callable[[int, Sequence[Event]], None]
 """Called with (revision, events of that revision) for every committed write txn."""
 
+ChangesListener = Callable[[Sequence[tuple[int, Sequence[Change]]]], None]
+"""Called once per committed backend txn with (revision, changes) of each write txn in it,
+in revision order; a change whose create revision is 0 is a deletion (``changes_to_events``
+turns them into events). Lets a listener skip building events nobody watches."""
+
 
 @dataclass(slots=True)
 class _CompactionJob:
@@ -82,14 +87,14 @@ class _CompactionJob:
     next_key: bytes = b""
 
 
-def changes_to_events(rev: int, changes: Sequence[KeyValue]) -> tuple[Event, ...]:
+def changes_to_events(rev: int, changes: Sequence[Change]) -> tuple[Event, ...]:
     """The events of one write txn: a change with no create revision is a deletion."""
     out = []
-    for kv in changes:
-        if kv.create_revision == 0:
-            out.append(Event(EventType.DELETE, KeyValue(kv.key, mod_revision=rev)))
+    for change in changes:
+        if change[1] == 0:
+            out.append(Event(EventType.DELETE, KeyValue(change[0], mod_revision=rev)))
         else:
-            out.append(Event(EventType.PUT, kv))
+            out.append(Event(EventType.PUT, KeyValue(*change)))
     return tuple(out)
 
 
@@ -115,12 +120,15 @@ class KVStore:
         self._lessor = lessor
         self._batch_limit = compaction_batch_limit
         self._listeners: list[CommitListener] = []
+        self._changes_listeners: list[ChangesListener] = []
         self._index = TreeIndex()
         # etcd's store begins at revision 1: the first write is revision 2.
         self._current_rev = 1
         self._compact_rev = 0
         self._jobs: deque[_CompactionJob] = deque()
-        self._unpublished: list[tuple[int, tuple[Event, ...]]] = []
+        # (revision, changes) of every write txn since the last commit, in revision order;
+        # turned into events only at publication, and only for event listeners.
+        self._unpublished: list[tuple[int, Sequence[Change]]] = []
         self._open_write: TxnWrite | None = None
         self.restore(attach_leases=True)
 
@@ -142,6 +150,11 @@ class KVStore:
 
     def add_listener(self, listener: CommitListener) -> None:
         self._listeners.append(listener)
+
+    def add_changes_listener(self, listener: ChangesListener) -> None:
+        """Like ``add_listener``, called once per commit with the raw changes (see
+        ``ChangesListener``). Changes listeners are called before event listeners."""
+        self._changes_listeners.append(listener)
 
     def restore(self, *, attach_leases: bool = False) -> None:
         """Rebuild the index, current and compact revision from the backend (its pending
@@ -198,17 +211,24 @@ class KVStore:
 
     def _txn_end(self, tw: TxnWrite) -> None:
         self._open_write = None
-        if tw.changes:
-            rev = tw.begin_rev() + 1
+        changes = tw.changes
+        if changes:
+            rev = tw._begin_rev + 1
             self._current_rev = rev
-            self._unpublished.append((rev, changes_to_events(rev, tw.changes)))
+            self._unpublished.append((rev, changes))  # an ended TxnWrite changes no more
 
     def committed(self) -> None:
         """The backend txn holding the writes since the last call committed: publish them."""
         pending, self._unpublished = self._unpublished, []
-        for rev, events in pending:
-            for listener in self._listeners:
-                listener(rev, events)
+        if not pending:
+            return
+        for changes_listener in self._changes_listeners:
+            changes_listener(pending)
+        if self._listeners:
+            for rev, changes in pending:
+                events = changes_to_events(rev, changes)
+                for listener in self._listeners:
+                    listener(rev, events)
 
     def aborted(self) -> None:
         """The backend txn aborted: forget its writes and rebuild from the backend."""
@@ -233,12 +253,14 @@ class KVStore:
             return apply_range(view, req)
 
     def put(self, btx: WriteTxn, req: PutRequest) -> PutResponse:
-        with self.write(btx) as tw:
-            try:
-                return apply_put(tw, req)
-            except BaseException:
-                self._fail_write(tw)
-                raise
+        tw = self.write(btx)
+        try:
+            resp = apply_put(tw, req)
+        except BaseException:
+            self._fail_write(tw)
+            raise
+        tw.end()
+        return resp
 
     def delete_range(self, btx: WriteTxn, req: DeleteRangeRequest) -> DeleteRangeResponse:
         with self.write(btx) as tw:

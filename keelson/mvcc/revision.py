@@ -33,6 +33,11 @@ def rev_to_bytes(rev: Revision, *, tombstone: bool = False) -> bytes:
     return raw + _TOMBSTONE if tombstone else raw
 
 
+def rev_key(main: int, sub: int) -> bytes:
+    """``rev_to_bytes(Revision(main, sub))`` without building the Revision (the put path)."""
+    return _REV.pack(main, b"_", sub)
+
+
 def bytes_to_rev(raw: bytes) -> Revision:
     """Decode a bucket key; the tombstone byte, if any, is ignored."""
     if len(raw) not in (REV_BYTES_LEN, REV_BYTES_LEN + 1):

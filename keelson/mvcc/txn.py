@@ -24,8 +24,8 @@ from typing import Protocol
 from keelson.backend import ReadTxn, WriteTxn
 from keelson.mvcc.errors import CompactedError, FutureRevisionError
 from keelson.mvcc.key_index import TreeIndex
-from keelson.mvcc.keyvalue import KeyValue, decode_kv, encode_kv
-from keelson.mvcc.revision import KEY_BUCKET, Revision, rev_to_bytes
+from keelson.mvcc.keyvalue import Change, KeyValue, decode_kv, encode_fields
+from keelson.mvcc.revision import KEY_BUCKET, Revision, rev_key, rev_to_bytes
 
 
 class Lessor(Protocol):
@@ -53,6 +53,8 @@ class RawRange:
 class TxnRead:
     """A consistent read view; see the module docstring. Use as a context manager (or call
     ``end``) when it owns its backend transaction."""
+
+    __slots__ = ("_index", "_btx", "_begin_rev", "_compact_rev", "_owns_btx")
 
     def __init__(
         self,
@@ -130,6 +132,8 @@ class TxnWrite(TxnRead):
     """One mvcc write transaction inside the caller's backend write txn; see the module
     docstring. ``end`` (or leaving the ``with`` block normally) publishes it to the store."""
 
+    __slots__ = ("_wtx", "_lessor", "_on_end", "_ended", "changes")
+
     def __init__(
         self,
         index: TreeIndex,
@@ -139,12 +143,18 @@ class TxnWrite(TxnRead):
         lessor: Lessor | None,
         on_end: Callable[[TxnWrite], None],
     ) -> None:
-        super().__init__(index, btx, current_rev, compact_rev, owns_btx=False)
+        # TxnRead's fields set here rather than through super().__init__: one txn per put.
+        self._index = index
+        self._btx = btx
+        self._begin_rev = current_rev
+        self._compact_rev = compact_rev
+        self._owns_btx = False
         self._wtx = btx
         self._lessor = lessor
         self._on_end = on_end
         self._ended = False
-        self.changes: list[KeyValue] = []
+        self.changes: list[Change] = []
+        """What this txn wrote, in sub-revision order (``Change``: KeyValue's fields)."""
 
     def __enter__(self) -> TxnWrite:
         return self
@@ -173,23 +183,26 @@ class TxnWrite(TxnRead):
         """Write ``key``; returns the txn's main revision."""
         rev = self._begin_rev + 1
         index = self._index
-        got = index.get(key, rev)
-        ki = index.key_index(key)
-        old_lease = ki.lease if ki is not None and got is not None else 0
-        if got is None:
-            created, version = rev, 1
+        changes = self.changes
+        # The write's revision is newer than anything indexed, so the key's current state
+        # is its last generation (one lookup, no history search).
+        live = index.current(key)
+        if live is None:
+            created, version, old_lease = rev, 1, 0
         else:
-            created, version = got[1].main, got[2] + 1
-        idx_rev = Revision(rev, len(self.changes))
-        kv = KeyValue(key, created, rev, version, value, lease)
-        self._wtx.put(KEY_BUCKET, rev_to_bytes(idx_rev), encode_kv(kv))
-        index.put(key, idx_rev, lease)
-        self.changes.append(kv)
-        if self._lessor is not None:
+            created, version, old_lease = live[0], live[1] + 1, live[2]
+        sub = len(changes)
+        self._wtx.put(
+            KEY_BUCKET, rev_key(rev, sub), encode_fields(key, created, rev, version, value, lease)
+        )
+        index.put(key, Revision(rev, sub), lease)
+        changes.append((key, created, rev, version, value, lease))
+        lessor = self._lessor
+        if lessor is not None:
             if old_lease != 0:
-                self._lessor.detach(old_lease, key)
+                lessor.detach(old_lease, key)
             if lease != 0:
-                self._lessor.attach(lease, key)
+                lessor.attach(lease, key)
         return rev
 
     def delete_range(self, key: bytes, end: bytes | None) -> tuple[int, int]:
@@ -205,11 +218,12 @@ class TxnWrite(TxnRead):
         idx_rev = Revision(self._begin_rev + 1, len(self.changes))
         ki = self._index.key_index(key)
         old_lease = ki.lease if ki is not None else 0
-        kv = KeyValue(key)
-        self._wtx.put(KEY_BUCKET, rev_to_bytes(idx_rev, tombstone=True), encode_kv(kv))
+        self._wtx.put(
+            KEY_BUCKET, rev_to_bytes(idx_rev, tombstone=True), encode_fields(key, 0, 0, 0, b"", 0)
+        )
         if not self._index.tombstone(key, idx_rev):
             raise AssertionError(f"mvcc: tombstone of a key that is not live: {key!r}")
-        self.changes.append(kv)
+        self.changes.append((key, 0, 0, 0, b"", 0))
         if self._lessor is not None and old_lease != 0:
             self._lessor.detach(old_lease, key)
 

@@ -2,8 +2,9 @@
 watchable_store.go semantics, sans I/O).
 
 Theory of operation. Every watcher is in one of two groups. A *synced* watcher has been sent
-everything up to the newest published revision; the store's commit listener hands it the
-events of each committed write txn at once (``_notify``). An *unsynced* watcher starts in the
+everything up to the newest published revision; the store's changes listener hands it the
+events of each committed write txn at once (``_notify_changes``, which builds the events
+only while some watcher is synced). An *unsynced* watcher starts in the
 past, or fell behind because its stream's queue was full when a revision was published (it is
 then moved to unsynced with ``min_rev`` at that revision, so nothing is lost). The server calls
 ``sync_watchers`` periodically or after writes: it reads at most ``max_revisions`` revisions of
@@ -31,8 +32,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from keelson.mvcc.errors import CompactedError
-from keelson.mvcc.keyvalue import Event, EventType, KeyValue, decode_kv
-from keelson.mvcc.kvstore import KVStore
+from keelson.mvcc.keyvalue import Change, Event, EventType, KeyValue, decode_kv
+from keelson.mvcc.kvstore import KVStore, changes_to_events
 from keelson.mvcc.revision import KEY_BUCKET, bytes_to_rev, is_tombstone, main_rev_start
 from keelson.mvcc.txn import TxnRead
 from keelson.mvcc.watcher import (
@@ -58,9 +59,13 @@ class WatchableStore:
         # the watchers of the keys it changed plus the range watchers, not at every watcher.
         self._synced_keys: dict[bytes, dict[int, Watcher]] = {}
         self._synced_ranges: dict[int, Watcher] = {}
+        # Those groups in creation order, built on first use after a membership change
+        # (``_candidates`` would otherwise sort them for every write).
+        self._range_order: list[Watcher] | None = None
+        self._key_order: dict[bytes, list[Watcher]] = {}
         self._unsynced: dict[int, Watcher] = {}
         self._seq = 0
-        store.add_listener(self._notify)
+        store.add_changes_listener(self._notify_changes)
 
     @property
     def store(self) -> KVStore:
@@ -121,8 +126,10 @@ class WatchableStore:
         self._synced[w.seq] = w
         if w.range_end == b"":
             self._synced_keys.setdefault(w.key, {})[w.seq] = w
+            self._key_order.pop(w.key, None)
         else:
             self._synced_ranges[w.seq] = w
+            self._range_order = None
 
     def _remove_synced(self, w: Watcher) -> None:
         w.synced = False
@@ -133,41 +140,77 @@ class WatchableStore:
                 group.pop(w.seq, None)
                 if not group:
                     del self._synced_keys[w.key]
+            self._key_order.pop(w.key, None)
         else:
             self._synced_ranges.pop(w.seq, None)
+            self._range_order = None
 
     def _candidates(self, events: Sequence[Event]) -> list[Watcher]:
-        """Synced watchers that may match ``events``, in creation order."""
-        found: dict[int, Watcher] = dict(self._synced_ranges)
+        """Synced watchers that may match ``events``, in creation order. The returned list
+        is never changed afterwards (membership changes replace the cached orders)."""
         keys = self._synced_keys
+        hit: dict[bytes, None] = {}
         if keys:
             for ev in events:
-                group = keys.get(ev.kv.key)
-                if group:
-                    found.update(group)
+                if ev.kv.key in keys:
+                    hit[ev.kv.key] = None
+        if not hit:
+            order = self._range_order
+            if order is None:
+                ranges = self._synced_ranges
+                order = self._range_order = [ranges[seq] for seq in sorted(ranges)]
+            return order
+        if len(hit) == 1 and not self._synced_ranges:
+            (key,) = hit
+            order = self._key_order.get(key)
+            if order is None:
+                group = keys[key]
+                order = self._key_order[key] = [group[seq] for seq in sorted(group)]
+            return order
+        found: dict[int, Watcher] = dict(self._synced_ranges)
+        for key in hit:
+            found.update(keys[key])
         return [found[seq] for seq in sorted(found)]
 
     # -- delivery --------------------------------------------------------------------------
 
+    def _notify_changes(self, pending: Sequence[tuple[int, Sequence[Change]]]) -> None:
+        """KVStore changes listener: the write txns of one backend commit. Their events
+        are built only when some watcher is synced (none: only the revision moves)."""
+        if not self._synced:
+            self._published = pending[-1][0]
+            return
+        for rev, changes in pending:
+            self._notify(rev, changes_to_events(rev, changes))
+
     def _notify(self, rev: int, events: Sequence[Event]) -> None:
-        """KVStore listener: ``events`` of revision ``rev`` are committed."""
+        """The events of revision ``rev`` are committed: hand them to synced watchers."""
         self._published = rev
         if not self._synced:
             return
         view: TxnRead | None = None
         every = tuple(events)  # shared by every watcher that takes all of them
+        # One event (a put or a single-key delete): no per-watcher list to build, and a
+        # single-key candidate watches that very key (``_candidates``).
+        only = every[0] if len(every) == 1 else None
+        only_key = only.kv.key if only is not None else b""
         try:
             for w in self._candidates(every):
                 if w.min_rev > rev:
                     continue
-                mine: Sequence[Event] = [
-                    ev for ev in every if w.matches(ev.kv.key) and w.wants(ev)
-                ]
+                mine: Sequence[Event]
+                if only is not None:
+                    took = (w.range_end == b"" or w.matches(only_key)) and (
+                        not w.filters or w.wants(only)
+                    )
+                    mine = every if took else ()
+                else:
+                    mine = [ev for ev in every if w.matches(ev.kv.key) and w.wants(ev)]
+                    if len(mine) == len(every):
+                        mine = every
                 if not mine:
                     w.min_rev = rev + 1
                     continue
-                if len(mine) == len(every) and not w.prev_kv:
-                    mine = every
                 if w.stream._full():
                     # Slow consumer: catch up from history from this revision on.
                     self._remove_synced(w)

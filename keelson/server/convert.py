@@ -13,6 +13,8 @@ from keelson import mvcc
 from keelson.proto.etcdserverpb import rpc_pb2 as pb
 from keelson.proto.mvccpb import kv_pb2
 
+_PutRequest = mvcc.PutRequest
+
 
 def range_from_pb(r: pb.RangeRequest) -> mvcc.RangeRequest:
     return mvcc.RangeRequest(
@@ -33,14 +35,9 @@ def range_from_pb(r: pb.RangeRequest) -> mvcc.RangeRequest:
 
 
 def put_from_pb(r: pb.PutRequest) -> mvcc.PutRequest:
-    return mvcc.PutRequest(
-        key=r.key,
-        value=r.value,
-        lease=r.lease,
-        prev_kv=r.prev_kv,
-        ignore_value=r.ignore_value,
-        ignore_lease=r.ignore_lease,
-    )
+    # Positional, in PutRequest's field order: keyword matching made this a third slower,
+    # and every applied put (leader and followers) passes here.
+    return _PutRequest(r.key, r.value, r.lease, r.prev_kv, r.ignore_value, r.ignore_lease)
 
 
 def delete_from_pb(r: pb.DeleteRangeRequest) -> mvcc.DeleteRangeRequest:
