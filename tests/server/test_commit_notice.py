@@ -12,6 +12,7 @@ import pytest
 from keelson.proto.etcdserverpb import rpc_pb2 as pb
 from keelson.raft import Entry, Message, MessageType
 from keelson.server.commit_notice import CommitNotices
+from keelson.server.etcdserver import COMMIT_NOTICE_HOLD_ENV, commit_notice_hold_from_env
 from tests.server.support import Router, leader_of, until
 
 
@@ -215,3 +216,16 @@ def test_without_the_hold_every_commit_is_told_at_once(tmp_path: Path) -> None:
                 await s.stop()
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize(("raw", "want"), [
+    (None, 0.002), ("", 0.002), ("0", 0.0), ("5", 0.005), ("0.5", 0.0005),
+    ("abc", 0.002), ("-1", 0.002), ("1000", 0.002),
+])
+def test_the_hold_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch,
+                                               raw: str | None, want: float) -> None:
+    if raw is None:
+        monkeypatch.delenv(COMMIT_NOTICE_HOLD_ENV, raising=False)
+    else:
+        monkeypatch.setenv(COMMIT_NOTICE_HOLD_ENV, raw)
+    assert commit_notice_hold_from_env() == pytest.approx(want)
