@@ -126,7 +126,8 @@ class Applier(ServerParts):
             return 0, None
         rid = req.header.ID or req.ID
         try:
-            which = req.WhichOneof("request") if _has_oneof(req) else _first_set(req)
+            # Most entries are puts: one HasField (~0.1 µs) before the generic field scan.
+            which = "put" if req.HasField("put") else _first_set(req)
             self.auth.check_apply(req, which)
             if which is not None and self.auth.handles(which):
                 return rid, self.auth.apply(btx, req, which, index)
@@ -207,10 +208,6 @@ class Applier(ServerParts):
             return [pb.AlarmMember(memberID=req.memberID, alarm=req.alarm)]
         return []
 
-
-
-def _has_oneof(req: ipb.InternalRaftRequest) -> bool:
-    return bool(req.DESCRIPTOR.oneofs)
 
 
 def _first_set(req: ipb.InternalRaftRequest) -> str | None:
