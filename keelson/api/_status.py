@@ -34,12 +34,12 @@ _log = logging.getLogger("keelson.api")
 T = TypeVar("T")
 
 
+_STATUS_CODES = {sc.value[0]: sc for sc in grpc.StatusCode}
+
+
 def status_code(err: EtcdError) -> grpc.StatusCode:
     """The grpc.StatusCode with the same number as ``err.code``."""
-    for sc in grpc.StatusCode:
-        if sc.value[0] == int(err.code):
-            return sc
-    return grpc.StatusCode.UNKNOWN
+    return _STATUS_CODES.get(int(err.code), grpc.StatusCode.UNKNOWN)
 
 
 def token_of(context: grpc.aio.ServicerContext) -> str | None:
@@ -82,6 +82,32 @@ def identity_kwargs(context: grpc.aio.ServicerContext) -> dict[str, Any]:
 async def abort_with(context: grpc.aio.ServicerContext, err: EtcdError) -> None:
     """End the RPC with etcd's code and exact message."""
     await context.abort(status_code(err), err.message)
+
+
+async def forward(
+    method: str, context: grpc.aio.ServicerContext, server: Any, name: str, request: Any
+) -> Any:
+    """``server.<name>(request[, identity=...])`` under :func:`unary`'s status mapping.
+
+    The same as ``unary(method, context, lambda: getattr(server, name)(request,
+    **identity_kwargs(context)))`` - the identity is taken before the call, the method
+    looked up inside it - without building a closure and a keyword dict per call: the
+    servicers of the hot path (KV) go through here.
+    """
+    identity = identity_of(context)
+    try:
+        if identity is None:
+            return await getattr(server, name)(request)
+        return await getattr(server, name)(request, identity=identity)
+    except EtcdError as err:
+        await abort_with(context, err)
+        raise  # abort raises; unreachable
+    except grpc.aio.AbortError:
+        raise
+    except Exception:
+        _log.exception("%s failed with an unexpected error", method)
+        await context.abort(grpc.StatusCode.UNAVAILABLE, f"keelson: internal error in {method}")
+        raise
 
 
 async def unary(

@@ -25,6 +25,10 @@ Invariants:
   mark, after which its caller must go through ``write_encoded``.
 * Cancellation: a client RST_STREAM (or the connection's loss) cancels the handler task;
   a ``grpc-timeout`` cancels it too and ends the call with DEADLINE_EXCEEDED.
+* Cleanup (done callbacks run, the connection forgets the call) happens exactly once:
+  at the end of the handler task (``_run``'s ``finally``, no done callback per call), for
+  a task cancelled before it ever ran as that task's done callback, and for a call ended
+  without a task at once.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import inspect
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -71,6 +75,32 @@ _HIDDEN_METADATA = frozenset(
 )
 
 
+#: ``invocation_metadata()``: (key, value) pairs, ``-bin`` values as bytes, others as str.
+Metadata = tuple[tuple[str, str | bytes], ...]
+
+
+def metadata_of(headers: tuple[tuple[bytes, bytes], ...]) -> Metadata:
+    """The gRPC metadata of a request header list: regular headers minus gRPC's reserved
+    ones; ``-bin`` values base64-decoded to bytes (dropped if undecodable), others as str.
+
+    A pure function of ``headers`` (immutable), so its result may be shared by every call
+    whose header list is the same object (see ``GrpcProtocol.metadata_of``)."""
+    items: list[tuple[str, str | bytes]] = []
+    for name, value in headers:
+        if name[:1] == b":" or name in _HIDDEN_METADATA:
+            continue
+        key = name.decode("ascii", "replace")
+        if key.endswith("-bin"):
+            padded = value + b"=" * (-len(value) % 4)
+            try:
+                items.append((key, base64.b64decode(padded)))
+            except ValueError:
+                continue
+        else:
+            items.append((key, value.decode("latin-1")))
+    return tuple(items)
+
+
 class Kind(Enum):
     """The four gRPC method shapes."""
 
@@ -88,10 +118,15 @@ class Route:
     kind: Kind
     handler: Callable[..., Any]
     parse: Callable[[bytes], Any]
+    #: Derived from ``kind`` once (read on every call): the request is one message, and
+    #: so is the response.
+    unary_request: bool = field(init=False)
+    unary_unary: bool = field(init=False)
 
-    @property
-    def unary_request(self) -> bool:
-        return self.kind in (Kind.UNARY_UNARY, Kind.UNARY_STREAM)
+    def __post_init__(self) -> None:
+        unary_request = self.kind in (Kind.UNARY_UNARY, Kind.UNARY_STREAM)
+        object.__setattr__(self, "unary_request", unary_request)
+        object.__setattr__(self, "unary_unary", self.kind is Kind.UNARY_UNARY)
 
 
 class CallAborted(grpc.aio.AbortError):  # type: ignore[misc]
@@ -121,8 +156,8 @@ class Call:
     __slots__ = (
         "_protocol", "stream_id", "route", "_headers", "_deadline", "_reader", "_messages",
         "_input_ended", "_read_waiter", "_write_waiter", "task", "_headers_sent", "_closed",
-        "_cancelled", "_done", "_callbacks", "_code", "_details", "_metadata",
-        "_shutting_down",
+        "_cancelled", "_done", "_callbacks", "_code", "_details", "_shutting_down",
+        "_entered", "_cleanup_scheduled",
     )
 
     def __init__(
@@ -149,26 +184,36 @@ class Call:
         self._closed = False  # status sent, or the stream is gone
         self._cancelled = False
         self._done = False
-        self._callbacks: list[Callable[[Any], None]] = []
+        self._callbacks: list[Callable[[Any], None]] | None = None  # made by the first add
         self._code: int | None = None
         self._details = ""
-        self._metadata: tuple[tuple[str, str | bytes], ...] | None = None
         self._shutting_down = False
+        self._entered = False  # the handler task has begun running _run
+        self._cleanup_scheduled = False  # _task_done is the task's done callback
 
     # ------------------------------------------------------------ fed by the connection
 
     def start(self, first: bytes | None) -> None:
         """Run the handler in a task (``first``: the request of a unary-request method)."""
-        self.task = asyncio.get_running_loop().create_task(self._run(first))
-        # Cleanup runs as a done callback, not in _run's ``finally``: a task cancelled
-        # before its first step (a request reset in the same read) never enters _run.
-        self.task.add_done_callback(self._task_done)
+        self.task = self._protocol.loop.create_task(self._run(first))
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
+    def _task_done(self) -> None:
+        """The handler task ended: the cleanup of every call that had a task. Runs once:
+        in ``_run``'s ``finally``, or - for a task cancelled before its first step, which
+        never enters ``_run`` - as the task's done callback (see ``_cancel_task``)."""
         if self._shutting_down:
             self._send_status(UNAVAILABLE, "grpc: the server has been stopped")
         self._finish_callbacks()
         self._protocol.call_done(self)
+
+    def _cancel_task(self, task: asyncio.Task[None]) -> None:
+        """Cancel the handler task; one not yet entered never will be (a task cancelled
+        before its first step does not run its coroutine), so it gets ``_task_done`` as a
+        done callback instead of ``_run``'s ``finally``."""
+        if not self._entered and not self._cleanup_scheduled:
+            self._cleanup_scheduled = True
+            task.add_done_callback(lambda _: self._task_done())
+        task.cancel()
 
     def on_data(self, data: bytes, flow_controlled: int) -> None:
         """Request bytes arrived; complete messages queue up (or start a unary call)."""
@@ -182,6 +227,12 @@ class Call:
             self.fail(err.code, err.message)
             return
         messages = self._messages
+        if self.task is None and len(payloads) == 1 and not messages:
+            # The usual unary request, whole in one DATA frame: what the general path below
+            # does (queue it, pop it, acknowledge its bytes, start), without the queue.
+            self._protocol.acknowledge(self.stream_id, flow_controlled)
+            self.start(payloads[0])
+            return
         for payload in payloads:
             messages.append(Message(payload))
         if messages:
@@ -189,7 +240,7 @@ class Call:
         else:
             self._protocol.acknowledge(self.stream_id, flow_controlled)
         if self.task is None:
-            if messages:
+            if messages:  # the first message of a unary request: start the handler
                 message = messages.popleft()
                 self._protocol.acknowledge(self.stream_id, message.acknowledge)
                 self.start(message.payload)
@@ -213,7 +264,7 @@ class Call:
         self._wake_reader()
         self._wake_writer()
         if self.task is not None:
-            self.task.cancel()
+            self._cancel_task(self.task)
         else:
             self._finish_callbacks()
 
@@ -221,7 +272,7 @@ class Call:
         """The server stops and its grace ran out: end the call with UNAVAILABLE."""
         self._shutting_down = True
         if self.task is not None:
-            self.task.cancel()
+            self._cancel_task(self.task)
         else:
             self.fail(UNAVAILABLE, "grpc: the server has been stopped")
 
@@ -233,7 +284,7 @@ class Call:
         """End the call now with ``code`` (the handler task, if any, is cancelled)."""
         self._send_status(code, message)
         if self.task is not None:
-            self.task.cancel()
+            self._cancel_task(self.task)
         else:
             self._finish_callbacks()
             self._protocol.call_done(self)
@@ -241,13 +292,18 @@ class Call:
     # ------------------------------------------------------------ the handler's task
 
     async def _run(self, first: bytes | None) -> None:
+        self._entered = True
         deadline: asyncio.Timeout | None = None
         try:
-            if self._deadline is None:
-                await self._serve(first)
-            else:
+            if self._deadline is not None:
                 async with asyncio.timeout_at(self._deadline) as deadline:
                     await self._serve(first)
+            elif first is not None and self.route.unary_unary:
+                # _serve's unary-unary path, without a coroutine of its own (the hot path).
+                route = self.route
+                self._send_message(await route.handler(self._parse(first), self))
+            else:
+                await self._serve(first)
         except CallAborted as err:
             self._send_status(err.code, err.details)
         except TimeoutError as err:
@@ -267,6 +323,8 @@ class Call:
             self._failed(err)
         else:
             self._send_status(self._code or OK, self._details)
+        finally:
+            self._task_done()
 
     def _failed(self, err: Exception) -> None:
         """The handler raised something other than an abort: a bug, answered UNKNOWN."""
@@ -278,11 +336,10 @@ class Call:
 
     async def _serve(self, first: bytes | None) -> None:
         route = self.route
-        kind = route.kind
         if route.unary_request:
             assert first is not None
             request = self._parse(first)
-            if kind is Kind.UNARY_UNARY:
+            if route.unary_unary:
                 self._send_message(await route.handler(request, self))
                 return
             result = route.handler(request, self)
@@ -293,7 +350,7 @@ class Call:
                 await self.write(response)
         else:
             response = await result
-            if kind is Kind.STREAM_UNARY:
+            if route.kind is Kind.STREAM_UNARY:
                 self._send_message(response)
 
     def _parse(self, payload: bytes) -> Any:
@@ -363,6 +420,8 @@ class Call:
 
     def _release_input(self) -> None:
         """Acknowledge every queued, unconsumed request byte (the call will not read them)."""
+        if not self._messages:
+            return
         pending = sum(m.acknowledge for m in self._messages)
         self._messages.clear()
         if pending:
@@ -382,8 +441,8 @@ class Call:
         if self._done:
             return
         self._done = True
-        callbacks, self._callbacks = self._callbacks, []
-        for callback in callbacks:
+        callbacks, self._callbacks = self._callbacks, None
+        for callback in callbacks or ():
             try:
                 callback(self)
             except Exception:
@@ -450,25 +509,10 @@ class Call:
     def set_details(self, details: str) -> None:
         self._details = details
 
-    def invocation_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+    def invocation_metadata(self) -> Metadata:
         """The client's metadata: regular request headers minus gRPC's reserved ones;
-        ``-bin`` values base64-decoded to bytes, others as str."""
-        if self._metadata is None:
-            items: list[tuple[str, str | bytes]] = []
-            for name, value in self._headers:
-                if name[:1] == b":" or name in _HIDDEN_METADATA:
-                    continue
-                key = name.decode("ascii", "replace")
-                if key.endswith("-bin"):
-                    padded = value + b"=" * (-len(value) % 4)
-                    try:
-                        items.append((key, base64.b64decode(padded)))
-                    except ValueError:
-                        continue
-                else:
-                    items.append((key, value.decode("latin-1")))
-            self._metadata = tuple(items)
-        return self._metadata
+        ``-bin`` values base64-decoded to bytes, others as str (see :func:`metadata_of`)."""
+        return self._protocol.metadata_of(self._headers)
 
     def peer(self) -> str:
         """``ipv4:host:port`` / ``ipv6:[host]:port``, as gRPC spells the client's address."""
@@ -493,6 +537,8 @@ class Call:
     def add_done_callback(self, callback: Callable[[Any], None]) -> None:
         if self._done:
             callback(self)
+        elif self._callbacks is None:
+            self._callbacks = [callback]
         else:
             self._callbacks.append(callback)
 

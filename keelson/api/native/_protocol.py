@@ -14,6 +14,10 @@ Invariants:
   (``pause_writing``) we stop reading the socket, so a client that does not read cannot
   make us parse (and answer) more requests; request bytes are acknowledged only as calls
   consume them (see ``_call``), so a slow handler closes the client's window.
+* A request header list the HPACK decoder hands out again (the same immutable tuple: a
+  repeated, fully indexed block) is routed once: its route, ``grpc-timeout`` and
+  ``grpc-encoding`` and its metadata are memoized for the last list seen, matched by
+  identity; the deadline is still computed per call.
 * ``data_received`` never raises: the core answers protocol errors on the wire, and an
   unexpected failure here closes this connection only.
 * TLS (a listener wrapped in ``ServingTLS.context``): ``connection_made`` runs after the
@@ -37,13 +41,14 @@ import logging
 import ssl
 from typing import TYPE_CHECKING, Any, cast
 
-from keelson.api.native._call import INTERNAL, Call
+from keelson.api.native._call import INTERNAL, Call, Metadata, Route, metadata_of
 from keelson.api.native._wire import MessageReader, parse_timeout, trailers_only
 from keelson.http2 import (
     ConnectionTerminated,
     DataReceived,
     H2Connection,
     H2Error,
+    Headers,
     PingAck,
     RequestReceived,
     StreamEnded,
@@ -73,7 +78,7 @@ class GrpcProtocol(asyncio.Protocol):
 
     def __init__(self, server: NativeServer) -> None:
         self._server = server
-        self._loop = asyncio.get_running_loop()
+        self.loop = asyncio.get_running_loop()
         self.h2 = H2Connection(server.h2_config)
         self.transport: asyncio.Transport | None = None
         self.peer = "unknown"
@@ -86,6 +91,11 @@ class GrpcProtocol(asyncio.Protocol):
         self._draining = False  # our GOAWAY went out; close once the calls are done
         self._final_goaway = False  # the GOAWAY naming the real last stream id went out
         self._goaway_timer: asyncio.TimerHandle | None = None
+        # Memos of the last request header list (an immutable tuple; the HPACK decoder hands
+        # out the same object for a repeated block): what routing made of it, and its
+        # metadata. Kept with a reference to the list, so an ``is`` match is exact.
+        self._routed: tuple[Headers, Route, bytes | None, bytes | None] | None = None
+        self._metadata: tuple[Headers, Metadata] | None = None
 
     # ------------------------------------------------------------ asyncio callbacks
 
@@ -174,8 +184,40 @@ class GrpcProtocol(asyncio.Protocol):
 
     def _on_request(self, event: RequestReceived) -> None:
         sid = event.stream_id
+        headers = event.headers
+        routed = self._routed
+        if routed is not None and routed[0] is headers:  # the same request header list again
+            _, route, timeout, encoding = routed
+        else:
+            routed = self._route(sid, headers)
+            if routed is None:
+                return  # answered
+            self._routed = routed
+            _, route, timeout, encoding = routed
+        deadline = None
+        if timeout is not None:
+            try:
+                deadline = self.loop.time() + parse_timeout(timeout)
+            except ValueError as err:
+                message = f"malformed grpc-timeout: {err}"
+                self.h2.send_headers(sid, trailers_only(INTERNAL, message), end_stream=True)
+                return
+        reader = MessageReader(self._server.max_receive_bytes, encoding)
+        call = Call(self, sid, route, headers, deadline, reader)
+        self._calls[sid] = call
+        if not route.unary_request:
+            call.start(None)
+
+    def _route(
+        self, sid: int, headers: Headers
+    ) -> tuple[Headers, Route, bytes | None, bytes | None] | None:
+        """The route, ``grpc-timeout`` and ``grpc-encoding`` of a request header list; None
+        if the request was answered here instead (bad method or content-type, no route).
+
+        Depends on ``headers`` and the routing table only, so its result holds for every
+        request with the same header list."""
         path = method = content_type = timeout = encoding = None
-        for name, value in event.headers:
+        for name, value in headers:
             if name == b":path":
                 path = value
             elif name == b":method":
@@ -189,37 +231,35 @@ class GrpcProtocol(asyncio.Protocol):
         h2 = self.h2
         if method != b"POST":
             h2.send_headers(sid, ((b":status", b"405"),), end_stream=True)
-            return
+            return None
         if content_type is None or not (
             content_type == b"application/grpc" or content_type.startswith(b"application/grpc+")
             or content_type.startswith(b"application/grpc;")
         ):
             h2.send_headers(sid, ((b":status", b"415"),), end_stream=True)
-            return
+            return None
         route = self._server.routes.get(path or b"")
         if route is None:
             message = _unknown(path or b"", self._server.services)
             h2.send_headers(sid, trailers_only(UNIMPLEMENTED, message), end_stream=True)
-            return
-        deadline = None
-        if timeout is not None:
-            try:
-                deadline = self._loop.time() + parse_timeout(timeout)
-            except ValueError as err:
-                message = f"malformed grpc-timeout: {err}"
-                h2.send_headers(sid, trailers_only(INTERNAL, message), end_stream=True)
-                return
-        reader = MessageReader(self._server.max_receive_bytes, encoding)
-        call = Call(self, sid, route, event.headers, deadline, reader)
-        self._calls[sid] = call
-        if not route.unary_request:
-            call.start(None)
+            return None
+        return headers, route, timeout, encoding
 
     # ------------------------------------------------------------ used by calls
 
+    def metadata_of(self, headers: Headers) -> Metadata:
+        """``invocation_metadata()`` of a call with request header list ``headers``,
+        computed once for a run of calls sharing the list (see ``_call.metadata_of``)."""
+        memo = self._metadata
+        if memo is not None and memo[0] is headers:
+            return memo[1]
+        metadata = metadata_of(headers)
+        self._metadata = (headers, metadata)
+        return metadata
+
     def now(self) -> float:
         """The event loop's clock (deadlines are in it)."""
-        return self._loop.time()
+        return self.loop.time()
 
     def acknowledge(self, stream_id: int, n: int) -> None:
         """Return ``n`` consumed request bytes to the client's windows."""
@@ -234,7 +274,8 @@ class GrpcProtocol(asyncio.Protocol):
         """A call sent its status (or lost its stream): forget it."""
         if self._calls.get(call.stream_id) is call:
             del self._calls[call.stream_id]
-        self._window_waiters.discard(call)
+        if self._window_waiters:
+            self._window_waiters.discard(call)
         if self._draining and self._final_goaway and not self._calls:
             self.schedule_flush()
 
@@ -251,7 +292,7 @@ class GrpcProtocol(asyncio.Protocol):
         """Write out everything queued, once, at the end of this event-loop turn."""
         if not self._flush_scheduled and not self._closing:
             self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+            self.loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -292,7 +333,7 @@ class GrpcProtocol(asyncio.Protocol):
             except H2Error:
                 self._final_goaway = True
             else:
-                self._goaway_timer = self._loop.call_later(
+                self._goaway_timer = self.loop.call_later(
                     GOAWAY_PING_TIMEOUT, self._send_final_goaway
                 )
         self.schedule_flush()
