@@ -28,8 +28,8 @@ applied, not once the backend fsynced it; reads on this member see the pending w
 crash loses the pending transaction together with its consistent index, and the restart
 re-applies those entries from the WAL.
 
-Parallel append (experimental, off by default: ``KEELSON_EXPERIMENTAL_PARALLEL_APPEND=1``,
-read once when the ``MemberConfig`` is built). A leader sends its appends and heartbeats
+Parallel append (on by default; ``KEELSON_PARALLEL_APPEND=0`` turns it off, read once when
+the ``MemberConfig`` is built). A leader sends its appends and heartbeats
 *before* its own WAL fsync (Raft thesis §10.2.1), so its fsync overlaps the followers'
 ones; the rule and why it is safe are in ``keelson/raft/parallel_append.py``. What this loop
 guarantees for it: the next Ready is taken only after this one's save returned, so a commit
@@ -120,9 +120,8 @@ DEFAULT_BACKEND_BATCH_INTERVAL_S = 0.1
 DEFAULT_BACKEND_BATCH_LIMIT = 10000
 BACKEND_BATCH_BYTES = 32 * 1024 * 1024
 """Pending key+value bytes that commit the backend at once (bounds LMDB's dirty pages)."""
-PARALLEL_APPEND_ENV = "KEELSON_EXPERIMENTAL_PARALLEL_APPEND"
-"""``=1`` turns on the experimental parallel append (see the module docstring)."""
-
+PARALLEL_APPEND_ENV = "KEELSON_PARALLEL_APPEND"
+"""``=0`` turns off parallel append (see the module docstring); ``=1`` or unset: on."""
 
 COMMIT_NOTICE_HOLD_ENV = "KEELSON_COMMIT_NOTICE_HOLD_MS"
 
@@ -146,8 +145,12 @@ def commit_notice_hold_from_env() -> float:
 
 
 def parallel_append_from_env() -> bool:
-    """Whether ``KEELSON_EXPERIMENTAL_PARALLEL_APPEND=1`` is set (the MemberConfig default)."""
-    return os.environ.get(PARALLEL_APPEND_ENV, "") == "1"
+    """``KEELSON_PARALLEL_APPEND`` (the MemberConfig default): ``0`` off, ``1`` or unset on;
+    any other value is ignored with a warning."""
+    raw = os.environ.get(PARALLEL_APPEND_ENV, "")
+    if raw not in ("", "0", "1"):
+        log.warning("ignoring %s=%r (0 or 1); parallel append stays on", PARALLEL_APPEND_ENV, raw)
+    return raw != "0"
 
 
 @dataclass(frozen=True)
@@ -182,7 +185,7 @@ class MemberConfig:
     backend_batch_limit: int = 0  # --backend-batch-limit; <= 0: 10000 writes
     fsync: bool = True
     parallel_append: bool = field(default_factory=parallel_append_from_env)
-    """Experimental: the leader sends appends before its own WAL fsync (module docstring)."""
+    """The leader sends appends before its own WAL fsync (module docstring)."""
     commit_notice_hold_s: float = field(default_factory=commit_notice_hold_from_env)
     """How long a leader may hold a commit-only append (``keelson.server.commit_notice``);
     0 sends every one at once."""
@@ -206,9 +209,9 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
         forward: Callable[[int, str, bytes], Awaitable[bytes]] | None = None,
     ):
         self.cfg = cfg
-        if cfg.parallel_append:
-            log.warning("experimental: the leader sends appends before its own WAL fsync "
-                        "(%s=1)", PARALLEL_APPEND_ENV)
+        if not cfg.parallel_append:
+            log.info("parallel append off (%s=0): the leader fsyncs before sending appends",
+                     PARALLEL_APPEND_ENV)
         self._forward = forward
         self._send = send
         hold = cfg.commit_notice_hold_s

@@ -1,4 +1,4 @@
-"""Parallel append (``KEELSON_EXPERIMENTAL_PARALLEL_APPEND``) on in-process members wired by
+"""Parallel append (on unless ``KEELSON_PARALLEL_APPEND=0``) on in-process members wired by
 an in-memory router. The leader's WAL save runs on the loop's thread, so what matters is
 what was handed to the transport when the save of an entry starts: with the switch the
 appends carrying it are already out (the followers' fsyncs overlap the leader's), without it
@@ -63,17 +63,18 @@ async def _start3(
     return router, router.servers
 
 
-def test_switch_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch,
-                                             tmp_path: Path) -> None:
-    monkeypatch.delenv(PARALLEL_APPEND_ENV, raising=False)
-    assert not parallel_append_from_env()
-    assert not MemberConfig(name="a", data_dir=str(tmp_path), member_id=1, cluster_id=1)\
-        .parallel_append
-    monkeypatch.setenv(PARALLEL_APPEND_ENV, "1")
-    assert MemberConfig(name="a", data_dir=str(tmp_path), member_id=1, cluster_id=1)\
-        .parallel_append
-    monkeypatch.setenv(PARALLEL_APPEND_ENV, "0")
-    assert not parallel_append_from_env()
+@pytest.mark.parametrize(("raw", "want"), [
+    (None, True), ("", True), ("1", True), ("0", False), ("yes", True),
+])
+def test_switch_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                             raw: str | None, want: bool) -> None:
+    if raw is None:
+        monkeypatch.delenv(PARALLEL_APPEND_ENV, raising=False)
+    else:
+        monkeypatch.setenv(PARALLEL_APPEND_ENV, raw)
+    assert parallel_append_from_env() is want
+    cfg = MemberConfig(name="a", data_dir=str(tmp_path), member_id=1, cluster_id=1)
+    assert cfg.parallel_append is want
 
 
 @pytest.mark.timeout(120)
