@@ -1,8 +1,9 @@
 """Three member processes with parallel append on and off (``KEELSON_PARALLEL_APPEND``): the
-switch reaches the members (they say so in their log when it is off, and only then), writes replicate,
-and a leader SIGKILLed while writers keep putting loses no acknowledged write; the killed
-member, restarted, catches up to the same keys. The full failover checks (watchers, revisions,
-HashKV) are tests/cluster/test_failover.py, which runs in either mode with the variable set.
+switch reaches the members (they say so in their log when it is off, and only then), writes
+replicate, and a leader SIGKILLed while writers keep putting loses no acknowledged write; the
+killed member, restarted, catches up to the same keys. The full failover checks (watchers,
+revisions, HashKV) are tests/cluster/test_failover.py, which runs in either mode with the
+variable set.
 """
 
 from __future__ import annotations
