@@ -99,14 +99,8 @@ async def forward(
         if identity is None:
             return await getattr(server, name)(request)
         return await getattr(server, name)(request, identity=identity)
-    except EtcdError as err:
-        await abort_with(context, err)
-        raise  # abort raises; unreachable
-    except grpc.aio.AbortError:
-        raise
-    except Exception:
-        _log.exception("%s failed with an unexpected error", method)
-        await context.abort(grpc.StatusCode.UNAVAILABLE, f"keelson: internal error in {method}")
+    except Exception as exc:
+        await _fail(method, context, exc)
         raise
 
 
@@ -118,12 +112,17 @@ async def unary(
     """Await ``call()``; map EtcdError and unexpected failures onto the gRPC status."""
     try:
         return await call()
-    except EtcdError as err:
-        await abort_with(context, err)
-        raise  # abort raises; unreachable
-    except grpc.aio.AbortError:
+    except Exception as exc:
+        await _fail(method, context, exc)
         raise
-    except Exception:
-        _log.exception("%s failed with an unexpected error", method)
+
+
+async def _fail(method: str, context: grpc.aio.ServicerContext, exc: Exception) -> None:
+    """End the call for ``exc`` (``forward``'s and ``unary``'s one error mapping): an
+    EtcdError with its gRPC status, anything unexpected logged and UNAVAILABLE; an abort
+    already under way passes through. The abort raises; the caller re-raises otherwise."""
+    if isinstance(exc, EtcdError):
+        await abort_with(context, exc)
+    elif not isinstance(exc, grpc.aio.AbortError):
+        _log.error("%s failed with an unexpected error", method, exc_info=exc)
         await context.abort(grpc.StatusCode.UNAVAILABLE, f"keelson: internal error in {method}")
-        raise

@@ -498,10 +498,8 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
         except RaftError as exc:
             log.debug("dropping message %s from %d: %s", msg.type.name, msg.frm, exc)
             return
-        if msg.type == MessageType.PROP and self._notices is not None \
-                and self._state == StateType.LEADER:
-            last = self.node.raft.log.last_index()
-            self._notices.proposed(time.monotonic(), last - len(msg.entries) + 1, last, msg.frm)
+        if msg.type == MessageType.PROP:
+            self._note_proposed(len(msg.entries), msg.frm)
         self._wake.set()
 
     async def _run(self) -> None:
@@ -704,10 +702,15 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
                 if not fut.done():
                     fut.set_exception(err)
             return
+        self._note_proposed(len(batch))
+        self._wake.set()
+
+    def _note_proposed(self, n: int, forwarded_by: int = 0) -> None:
+        """Tell the commit notice hold that this leader just appended ``n`` proposed
+        entries (its own, or ``forwarded_by`` a follower)."""
         if self._notices is not None and self._state == StateType.LEADER:
             last = self.node.raft.log.last_index()
-            self._notices.proposed(time.monotonic(), last - len(batch) + 1, last)
-        self._wake.set()
+            self._notices.proposed(time.monotonic(), last - n + 1, last, forwarded_by)
 
     def _send_peers(self, msgs: list[Message]) -> None:
         """Hand raft's messages (no snapshots) to the transport, through the commit
