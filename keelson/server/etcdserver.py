@@ -38,6 +38,15 @@ durable. The save runs on the loop's thread as in the default mode; the early ap
 before it because the transport writes a message to an idle peer's socket at once
 (``Transport._write_now``), so the followers' fsyncs overlap the leader's.
 
+Inline Ready (on by default; ``KEELSON_INLINE_READY=0`` leaves every Ready to the loop task).
+Whoever just fed raft (the transport after a read of peer messages, the proposal flush, a
+read index request) calls ``drive``, which handles the resulting Readys there and then when
+no Ready is being handled, instead of waking the loop task for them: one event loop turn
+less per hop of a write. The loop task remains for what ``drive`` leaves (a tick, a Ready
+that installs a snapshot, anything fed while a Ready was being handled). Measured with
+``bench.ab`` against the loop-task-only tree: put 3 members 16/256 +9% requests/s and
+-8% CPU per request, linearizable range 16/256 +5%, put 1/1 +3-7%.
+
 Commit notices (``keelson.server.commit_notice``): while writes come often, a leader holds
 the entry-less appends that only tell a follower the new commit index for up to 2 ms, and
 drops them when the next append carries the same news, saving every follower a wake-up per
@@ -125,6 +134,10 @@ PARALLEL_APPEND_ENV = "KEELSON_PARALLEL_APPEND"
 
 COMMIT_NOTICE_HOLD_ENV = "KEELSON_COMMIT_NOTICE_HOLD_MS"
 
+INLINE_READY_ENV = "KEELSON_INLINE_READY"
+"""``=0``: only the raft loop task handles Readys (see ``EtcdServer.drive``); ``=1`` or unset:
+the callers that fed raft handle them at once."""
+
 
 def commit_notice_hold_from_env() -> float:
     """Seconds a leader may hold a commit-only append (``keelson.server.commit_notice``):
@@ -142,6 +155,15 @@ def commit_notice_hold_from_env() -> float:
                     COMMIT_NOTICE_HOLD_ENV, raw, HOLD_S * 1000)
         return HOLD_S
     return ms / 1000
+
+
+def inline_ready_from_env() -> bool:
+    """``KEELSON_INLINE_READY`` (the MemberConfig default): ``0`` off, ``1`` or unset on;
+    any other value is ignored with a warning."""
+    raw = os.environ.get(INLINE_READY_ENV, "")
+    if raw not in ("", "0", "1"):
+        log.warning("ignoring %s=%r (0 or 1); inline Ready stays on", INLINE_READY_ENV, raw)
+    return raw != "0"
 
 
 def parallel_append_from_env() -> bool:
@@ -189,6 +211,9 @@ class MemberConfig:
     commit_notice_hold_s: float = field(default_factory=commit_notice_hold_from_env)
     """How long a leader may hold a commit-only append (``keelson.server.commit_notice``);
     0 sends every one at once."""
+    inline_ready: bool = field(default_factory=inline_ready_from_env)
+    """Readys are handled by whoever fed raft, at once, when the raft loop is idle
+    (``EtcdServer.drive``)."""
 
 
 class _Waiter:
@@ -248,6 +273,8 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
         self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._ids = itertools.count(secrets.randbits(40) << 16)
         self._wake = asyncio.Event()
+        self._in_ready = False
+        """A Ready is being handled (by the loop task or ``drive``): no other may be taken."""
         self._tasks: list[asyncio.Task[None]] = []
         self._bg: set[asyncio.Task[None]] = set()
         self._read_batch: asyncio.Future[int] | None = None
@@ -506,19 +533,65 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
         while True:
             await self._wake.wait()
             self._wake.clear()
+            if self._in_ready:  # ``drive`` is handling one; it sets the event again if needed
+                continue
             try:
                 while self.node.has_ready():
                     rd = self.node.ready()
-                    await self._handle_ready(rd)
+                    self._in_ready = True
+                    try:
+                        await self._handle_ready(rd)
+                    finally:
+                        self._in_ready = False
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("raft loop failed; member stops serving requests")
-                self._stopped = True
-                self._fail_all(errors.STOPPED)
+                self._loop_failed()
                 return
 
+    def _loop_failed(self) -> None:
+        log.exception("raft loop failed; member stops serving requests")
+        self._stopped = True
+        self._fail_all(errors.STOPPED)
+
+    def drive(self) -> None:
+        """Handle raft's pending Readys now, on the caller's stack, if no Ready is being
+        handled: called right after raft was fed (a batch of peer messages, a batch of
+        proposals, a read index request), it saves the raft loop task's wake-up, one event
+        loop turn per hop of a write (a leader's append, a follower's answer, the commit).
+        A Ready that installs a snapshot needs the loop task (it awaits a thread), so
+        ``drive`` stops before one and leaves it to the task, as it leaves everything when
+        ``inline_ready`` is off. The order of Readys is the one the loop task keeps: one at a
+        time, the next taken only after the previous one's save returned."""
+        if self._in_ready or self._stopped or not self._tasks or not self.cfg.inline_ready:
+            return  # busy, stopped, not started yet (the loop task takes over at start), off
+        node = self.node
+        try:
+            while node.has_ready():
+                if node.raft.log.unstable.snapshot is not None:
+                    self._wake.set()
+                    return
+                rd = node.ready()
+                self._in_ready = True
+                try:
+                    self._handle_ready_now(rd)
+                finally:
+                    self._in_ready = False
+        except Exception:
+            self._loop_failed()
+            for task in self._tasks:
+                if task.get_name() == "raft-loop":
+                    task.cancel()
+
     async def _handle_ready(self, rd: Ready) -> None:
+        self._note_soft_state(rd)
+        if rd.snapshot is not None and not rd.snapshot.is_empty():
+            self.backend.flush()  # the worker thread closes the backend
+            await asyncio.to_thread(self._install_snapshot, rd.snapshot)
+            self.watches.rebind(self.kv)  # on the loop's thread, like every watch call
+        self._handle_ready_now(rd, soft_state_noted=True)
+
+    def _note_soft_state(self, rd: Ready) -> None:
         if rd.soft_state is not None:
             was_leader = self._state == StateType.LEADER
             if rd.soft_state.lead not in (0, self._lead):
@@ -529,10 +602,12 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
                 self.leases.promote(time.monotonic())
             elif was_leader and self._state != StateType.LEADER:
                 self.leases.demote()
-        if rd.snapshot is not None and not rd.snapshot.is_empty():
-            self.backend.flush()  # the worker thread closes the backend
-            await asyncio.to_thread(self._install_snapshot, rd.snapshot)
-            self.watches.rebind(self.kv)  # on the loop's thread, like every watch call
+
+    def _handle_ready_now(self, rd: Ready, *, soft_state_noted: bool = False) -> None:
+        """Everything a Ready asks for except installing a snapshot (``_handle_ready``
+        did that first): save, send, apply, advance."""
+        if not soft_state_noted:
+            self._note_soft_state(rd)
         messages = rd.messages
         if self.cfg.parallel_append:
             early, messages = split_early(
@@ -692,6 +767,7 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
             if size >= PROPOSAL_BATCH_BYTES or i == len(pending) - 1:
                 self._propose_batch(pending[start : i + 1])
                 start, size = i + 1, 0
+        self.drive()
 
     def _propose_batch(self, batch: list[tuple[bytes, asyncio.Future[Any]]]) -> None:
         try:
@@ -745,6 +821,7 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
             )
             return
         self._wake.set()
+        self.drive()
 
     async def _wait_leader(self) -> None:
         """Wait for a known leader, up to the request timeout, as etcd's raft node holds a

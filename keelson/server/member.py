@@ -331,6 +331,10 @@ async def run_member(
         if server_box:
             server_box[0].step(m)
 
+    def on_delivered() -> None:
+        if server_box:
+            server_box[0].drive()
+
     def on_unreachable(peer: int) -> None:
         if server_box:
             server_box[0].node.report_unreachable(peer)
@@ -343,6 +347,7 @@ async def run_member(
         cfg.member_id,
         cfg.cluster_id,
         on_message,
+        on_delivered=on_delivered,
         on_unreachable=on_unreachable,
         on_snapshot_status=on_snapshot_status,
         on_removed=removed.set,

@@ -23,9 +23,10 @@ Receiving: an accepted connection reads its handshake (and, on the SNAPSHOT chan
 whole stream) through a ``StreamReader``; on the MESSAGES channel, once the handshake is
 answered, its protocol (``_InboundProtocol``) hands every chunk the socket gives straight to
 a ``FrameBuffer`` and each complete frame is handled in that callback, in order: a MESSAGE is
-decoded and delivered to ``on_message``, a REQUEST starts its handler. There is no task
-wake-up per message; the connection's task only waits for the end (EOF, loss, or a bad frame,
-which closes the connection).
+decoded and delivered to ``on_message``, a REQUEST starts its handler; after a chunk that
+delivered messages, ``on_delivered`` (if given) is called once, so the owner can act on all
+of them together. There is no task wake-up per message; the connection's task only waits
+for the end (EOF, loss, or a bad frame, which closes the connection).
 
 Handshake: the dialer's first frame names magic, protocol version, channel, cluster id,
 sender id and receiver id. The listener answers HANDSHAKE_OK; on any mismatch (wrong
@@ -311,6 +312,7 @@ class Transport:
         cluster_id: int,
         on_message: Callable[[Message], None],
         *,
+        on_delivered: Callable[[], None] | None = None,
         on_unreachable: Callable[[int], None] | None = None,
         on_snapshot_status: Callable[[int, bool], None] | None = None,
         on_removed: Callable[[], None] | None = None,
@@ -334,6 +336,7 @@ class Transport:
         self.local_id = local_id
         self.cluster_id = cluster_id
         self._on_message = on_message
+        self._on_delivered = on_delivered
         self._on_unreachable = on_unreachable
         self._on_snapshot_status = on_snapshot_status
         self._on_removed = on_removed
@@ -964,6 +967,15 @@ class Transport:
         except Exception:
             log.exception("transport: on_message raised for %s from %x", m.type.name, m.frm)
 
+    def _delivered(self) -> None:
+        """Tell the owner that a chunk's messages have all been delivered (it may now act
+        on them together)."""
+        if self._on_delivered is not None:
+            try:
+                self._on_delivered()
+            except Exception:
+                log.exception("transport: on_delivered raised")
+
     async def _serve_messages(
         self, h: Handshake, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
@@ -989,16 +1001,20 @@ class Transport:
         def on_data(data: bytes) -> None:
             if done.done():  # failed (or being torn down): ignore the rest
                 return
+            delivered = False
             try:
                 for kind, body in frames.feed(data):
                     if kind == message_kind:
                         deliver(decode_message(body))
+                        delivered = True
                     elif kind == FrameKind.REQUEST:
                         self._spawn(self._answer(decode_request(body), writer))
                     else:
                         raise FrameError(f"unexpected frame kind {kind} from peer {sender:x}")
             except CodecError as exc:
                 done.set_exception(exc)
+            if delivered:
+                self._delivered()
 
         def on_end(exc: BaseException | None) -> None:
             if not done.done():

@@ -60,7 +60,7 @@ class Router:
                 self.highest_sent = max(self.highest_sent, m.entries[-1].index)
             dest = self.servers.get(m.to)
             if dest is not None and m.frm not in self.down and m.to not in self.down:
-                loop.call_soon(dest.step, m)
+                loop.call_soon(deliver, dest, m)
 
     async def start_three(self, tmp: Path, **overrides: Any) -> dict[int, EtcdServer]:
         """Start members 1-3 (``router_member_config`` with ``overrides``)."""
@@ -70,6 +70,13 @@ class Router:
         for s in self.servers.values():
             await s.start()
         return self.servers
+
+
+def deliver(dest: EtcdServer, m: Message) -> None:
+    """What the transport and ``run_member`` do for each read of peer messages: step, then
+    let the member handle the resulting Ready at once (``EtcdServer.drive``)."""
+    dest.step(m)
+    dest.drive()
 
 
 async def until(cond: Any, timeout: float = 20.0) -> None:

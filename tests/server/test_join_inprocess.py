@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,6 +13,7 @@ from keelson.proto import errors
 from keelson.proto.etcdserverpb import rpc_pb2 as pb
 from keelson.raft import Message
 from keelson.server.etcdserver import EtcdServer, MemberConfig
+from tests.server.support import deliver
 
 URL1 = "http://127.0.0.1:2380"
 URL2 = "http://127.0.0.1:2381"
@@ -26,7 +28,7 @@ class Router:
         for m in msgs:
             dest = self.servers.get(m.to)
             if dest is not None:
-                loop.call_soon(dest.step, m)
+                loop.call_soon(deliver, dest, m)  # step, then drive: as the transport
 
 
 def test_learner_joins_catches_up_and_is_promoted(tmp_path: Path) -> None:
@@ -114,6 +116,15 @@ def test_laggard_gets_snapshot_and_snapshot_restart(tmp_path: Path) -> None:
             )
             s2 = EtcdServer(cfg2, send=router.send)
             router.servers[new_id] = s2
+            by_loop_task: list[int] = []  # snapshot Readys the raft loop task handled
+            handle = s2._handle_ready
+
+            async def spy(rd: Any) -> None:
+                if rd.snapshot is not None and not rd.snapshot.is_empty():
+                    by_loop_task.append(rd.snapshot.metadata.index)
+                await handle(rd)
+
+            s2._handle_ready = spy  # type: ignore[method-assign]
             await s2.start()
             r = None
             for _ in range(100):
@@ -134,6 +145,9 @@ def test_laggard_gets_snapshot_and_snapshot_restart(tmp_path: Path) -> None:
                 await asyncio.sleep(0.05)
             assert got.count == 1
             assert s2.kv.hash_kv()[0] == s1.kv.hash_kv()[0]
+            # The snapshot arrived as a peer message, which ``drive`` handles inline, but
+            # installing it awaits a thread: it was left to the raft loop task.
+            assert by_loop_task and by_loop_task[0] > 1
         finally:
             if s2 is not None:
                 await s2.stop()

@@ -16,8 +16,9 @@ from keelson.transport.frames import (
     frame,
     read_frame,
 )
+from keelson.transport.transport import Transport
 
-from .test_transport import Node, eventually, handshake, hb, run
+from .test_transport import CLUSTER, Node, eventually, handshake, hb, run
 
 
 def message_frame(m: Message) -> bytes:
@@ -124,5 +125,74 @@ def test_frames_right_behind_the_handshake_and_then_eof_are_all_delivered() -> N
             writer.close()
         await eventually(lambda: not b.t._inbound)  # every connection was cleaned up
         await b.t.stop()
+
+    run(body())
+
+
+def test_on_delivered_is_called_once_per_chunk_that_delivered_messages() -> None:
+    """The owner hears once after all of a read's messages are delivered (so it can act on
+    them together), not per message, and not for a read that delivered none."""
+
+    async def body() -> None:
+        seen: list[int] = []  # how many messages had been delivered at each call
+        b = Node(2, max_frame_bytes=4096, snapshot_chunk_bytes=1024)
+        b.t = Transport(2, CLUSTER, b.received.append, max_frame_bytes=4096,
+                        snapshot_chunk_bytes=1024,
+                        on_delivered=lambda: seen.append(len(b.received)))
+        await b.start()
+
+        async def echo(p: bytes) -> bytes:
+            return p
+
+        b.t.set_request_handler("echo", echo)
+        reader, writer = await asyncio.open_connection("127.0.0.1", b.port)
+        try:
+            writer.write(handshake())
+            await asyncio.wait_for(read_frame(reader, 64), 5)
+            writer.write(b"".join(message_frame(hb(9, 2, t)) for t in range(1, 6)))
+            await eventually(lambda: len(b.received) == 5)
+            await asyncio.sleep(0.05)
+            assert seen == [5]
+            # A read holding only a request delivers no message: no call.
+            writer.write(encode_request(Request(7, "echo", b"x")))
+            await asyncio.wait_for(read_frame(reader, 4096), 5)
+            assert seen == [5]
+            # Half a frame delivers nothing; the read completing it delivers one.
+            one = message_frame(hb(9, 2, 6))
+            writer.write(one[:5])
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            assert seen == [5]
+            writer.write(one[5:])
+            await eventually(lambda: seen == [5, 6])
+        finally:
+            writer.close()
+            await b.t.stop()
+
+    run(body())
+
+
+def test_on_delivered_raising_is_logged_and_delivery_goes_on() -> None:
+    async def body() -> None:
+        calls: list[int] = []
+
+        def boom() -> None:
+            calls.append(1)
+            raise RuntimeError("owner failed")
+
+        b = Node(2)
+        b.t = Transport(2, CLUSTER, b.received.append, on_delivered=boom)
+        await b.start()
+        reader, writer = await asyncio.open_connection("127.0.0.1", b.port)
+        try:
+            writer.write(handshake())
+            await asyncio.wait_for(read_frame(reader, 64), 5)
+            writer.write(message_frame(hb(9, 2, 1)))
+            await eventually(lambda: len(calls) == 1)
+            writer.write(message_frame(hb(9, 2, 2)))
+            await eventually(lambda: len(b.received) == 2 and len(calls) == 2)
+        finally:
+            writer.close()
+            await b.t.stop()
 
     run(body())
