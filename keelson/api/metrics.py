@@ -14,8 +14,10 @@ labels are etcd 3.4's so dashboards and alerts written for etcd work:
 ``etcd_server_proposals_applied_total``, ``etcd_server_proposals_pending``,
 ``etcd_server_quota_backend_bytes``, ``etcd_server_health_success``,
 ``etcd_server_health_failures``, ``etcd_mvcc_db_total_size_in_bytes``,
-``etcd_mvcc_db_total_size_in_use_in_bytes``, ``etcd_debugging_mvcc_keys_total``, and the
-standard ``process_*`` metrics.
+``etcd_mvcc_db_total_size_in_use_in_bytes``, ``etcd_debugging_mvcc_keys_total``,
+``etcd_disk_wal_fsync_duration_seconds`` and ``etcd_disk_backend_commit_duration_seconds``
+(histograms with etcd's buckets, ``keelson.server.disk_metrics``), and the standard
+``process_*`` metrics.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 
 from keelson.proto.etcdserverpb import rpc_pb2 as pb
+from keelson.server.disk_metrics import HistogramSnapshot
 
 SERVER_VERSION = "3.4.0"
 CLUSTER_VERSION = "3.4"
@@ -80,8 +83,25 @@ def _render(v: dict[str, Any]) -> str:
                 [("", v["db_in_use"])]),
         _family("etcd_debugging_mvcc_keys_total", "gauge", "Total number of keys.",
                 [("", v["keys"])]),
+        _histogram("etcd_disk_wal_fsync_duration_seconds",
+                   "The latency distributions of fsync called by WAL.", v["wal_fsync"]),
+        _histogram("etcd_disk_backend_commit_duration_seconds",
+                   "The latency distributions of commit called by backend.",
+                   v["backend_commit"]),
     ]
     return "".join(out)
+
+
+def _histogram(name: str, doc: str, h: HistogramSnapshot) -> str:
+    """A histogram family: cumulative ``_bucket`` samples (``le`` as Go's client writes
+    it), then ``_sum`` and ``_count``."""
+    finite = zip(h.bounds, h.cumulative[:-1], strict=True)
+    samples = [(f'_bucket{{le="{b:g}"}}', c) for b, c in finite]
+    samples += [('_bucket{le="+Inf"}', h.cumulative[-1]), ("_sum", h.total),
+                ("_count", h.count)]
+    lines = [f"# HELP {name} {doc}", f"# TYPE {name} histogram"]
+    lines += [f"{name}{suffix} {float(value)!r}" for suffix, value in samples]
+    return "\n".join(lines) + "\n"
 
 
 class MetricsExporter:
@@ -117,5 +137,7 @@ class MetricsExporter:
             "db_size": st.dbSize,
             "db_in_use": st.dbSizeInUse,
             "keys": srv.key_count(),
+            "wal_fsync": srv.wal_fsync_seconds.snapshot(),
+            "backend_commit": srv.backend_commit_seconds.snapshot(),
         }
         return _render(values).encode() + generate_latest(self._process)

@@ -57,7 +57,7 @@ import shutil
 import struct
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -266,6 +266,10 @@ class Backend:
         self._pending_bytes = 0
         self._pending_since = 0.0
         self._size: int | None = None  # size() of the file, forgotten at every commit
+        self.commit_observer: Callable[[float], None] | None = None
+        """Called with the seconds each durable commit took (a transaction of its own or
+        the pending batch; the member's ``etcd_disk_backend_commit_duration_seconds``), on
+        the committing thread; must not raise."""
         os.makedirs(path, exist_ok=True)
         self._env, self._dbs = self._open_env(path)
 
@@ -355,12 +359,15 @@ class Backend:
         if not wtx._nested:
             try:
                 if ok:
+                    started = time.perf_counter()
                     try:
                         txn.commit()
                     except lmdb.MapFullError as e:
                         raise BackendError("backend map is full") from e
                     finally:
                         self._size = None
+                    if self.commit_observer is not None:
+                        self.commit_observer(time.perf_counter() - started)
                 else:
                     txn.abort()
             finally:
@@ -402,12 +409,15 @@ class Backend:
             if not commit:
                 pending.abort()
                 return
+            started = time.perf_counter()
             try:
                 pending.commit()
             except lmdb.MapFullError as e:
                 raise BackendError("backend map is full") from e
             finally:
                 self._size = None
+            if self.commit_observer is not None:
+                self.commit_observer(time.perf_counter() - started)
         finally:
             self._write_lock.release()
 

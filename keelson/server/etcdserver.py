@@ -109,6 +109,7 @@ from keelson.server.apply import ALARM_BUCKET, NOSPACE, Applier
 from keelson.server.auth import MemberAuth
 from keelson.server.commit_notice import HOLD_S, CommitNotices
 from keelson.server.compactor import Compactor, parse_retention
+from keelson.server.disk_metrics import DurationHistogram
 from keelson.server.membership import MEMBERS_BUCKET, MemberTable
 from keelson.server.snapshot import backend_image, install_image
 from keelson.server.v3 import ClusterRequests, KVRequests, LeaseRequests, MaintenanceRequests
@@ -250,6 +251,10 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
         self._db_dir = member_dir / "snap" / "db"
         os.makedirs(member_dir / "snap", exist_ok=True)
         parse_retention(cfg.auto_compaction_mode, cfg.auto_compaction_retention)  # validate
+        self.wal_fsync_seconds = DurationHistogram()
+        """Every WAL fdatasync (etcd_disk_wal_fsync_duration_seconds)."""
+        self.backend_commit_seconds = DurationHistogram()
+        """Every durable backend commit (etcd_disk_backend_commit_duration_seconds)."""
         self._open_state()
         self.auth = MemberAuth.for_member(self, self.backend)
         self._revoking: set[int] = set()
@@ -320,6 +325,7 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
             self.node = RawNode(rcfg, self.storage)
             if cfg.new_cluster:
                 self.node.bootstrap(sorted(cfg.peers) or [cfg.member_id])
+        self.wal.sync_observer = self.wal_fsync_seconds.observe
         self.members = MemberTable(self.backend)
         if not self.members.members:
             with self.backend.write() as btx:
@@ -350,6 +356,7 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
         )
         self.leases.recover(self.backend)  # before the KVStore, which re-attaches keys
         self.kv = mvcc.KVStore(self.backend, lessor=self.leases, deferred=True)
+        self.backend.commit_observer = self.backend_commit_seconds.observe
         self._alarms: set[tuple[int, int]] = set()
         with self.backend.read() as tx:
             for k, _ in tx.range(ALARM_BUCKET, b"", None):

@@ -27,6 +27,7 @@ import fcntl
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +106,9 @@ class WAL:
         self._last_index = last_index
         self._durable_index = last_index
         self._fault = faults or _no_faults
+        self.sync_observer: Callable[[float], None] | None = None
+        """Called with the seconds each fdatasync of a save took (the member's
+        ``etcd_disk_wal_fsync_duration_seconds``); on the saving thread, must not raise."""
         self._lock = threading.Lock()
         self._closed = False
         self._failed: BaseException | None = None
@@ -380,11 +384,14 @@ class WAL:
     def _sync(self) -> None:
         try:
             self._fault("wal.sync.before")
+            started = time.perf_counter()
             sync_data(self._fd)
         except BaseException as exc:
             self._failed = exc
             raise
         self._durable_index = self._last_index
+        if self.sync_observer is not None:
+            self.sync_observer(time.perf_counter() - started)
 
     def _cut(self) -> None:
         """Close the current segment at its last record and start the next one."""

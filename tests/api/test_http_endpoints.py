@@ -19,6 +19,7 @@ import grpc
 from keelson.api.http import HttpEndpoints
 from keelson.proto.etcdserverpb import rpc_pb2 as pb
 from keelson.proto.etcdserverpb import rpc_pb2_grpc as pbg
+from keelson.server.disk_metrics import DurationHistogram
 from keelson.testing.etcd import free_port, wait_for_port
 
 
@@ -33,6 +34,10 @@ class ScriptedMember:
         self.ranges: list[pb.RangeRequest] = []
         self.leader_changes = 3
         self.keys = 7
+        self.wal_fsync_seconds = DurationHistogram()
+        for seconds in (0.0004, 0.0015, 0.0015, 9.0):
+            self.wal_fsync_seconds.observe(seconds)
+        self.backend_commit_seconds = DurationHistogram()
 
     async def alarm(self, req: pb.AlarmRequest) -> pb.AlarmResponse:
         assert req.action == pb.AlarmRequest.GET
@@ -171,6 +176,15 @@ def test_version_metrics_and_bad_requests() -> None:
         "etcd_server_health_success 1.0",
         "etcd_server_health_failures 0.0",
         "# TYPE etcd_server_health_success counter",
+        "# TYPE etcd_disk_wal_fsync_duration_seconds histogram",
+        'etcd_disk_wal_fsync_duration_seconds_bucket{le="0.001"} 1.0',
+        'etcd_disk_wal_fsync_duration_seconds_bucket{le="0.002"} 3.0',
+        'etcd_disk_wal_fsync_duration_seconds_bucket{le="8.192"} 3.0',
+        'etcd_disk_wal_fsync_duration_seconds_bucket{le="+Inf"} 4.0',
+        "etcd_disk_wal_fsync_duration_seconds_sum 9.0034",
+        "etcd_disk_wal_fsync_duration_seconds_count 4.0",
+        'etcd_disk_backend_commit_duration_seconds_bucket{le="+Inf"} 0.0',
+        "etcd_disk_backend_commit_duration_seconds_count 0.0",
     ):
         assert line in lines, line
     assert got["post"][0] == 405
@@ -230,6 +244,12 @@ def test_real_member_serves_metrics_url(tmp_path: Path) -> None:
         applied = "etcd_server_proposals_applied_total"
         assert after[applied] >= before[applied] + 5
         assert after["process_resident_memory_bytes"] > 0
+        # each put's entry was fsynced in the WAL; buckets are cumulative and end at +Inf
+        fsyncs = "etcd_disk_wal_fsync_duration_seconds_count"
+        assert after[fsyncs] >= before[fsyncs] + 5
+        assert after['etcd_disk_wal_fsync_duration_seconds_bucket{le="+Inf"}'] == after[fsyncs]
+        assert after["etcd_disk_wal_fsync_duration_seconds_sum"] > 0
+        assert "etcd_disk_backend_commit_duration_seconds_count" in after
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
