@@ -47,6 +47,13 @@ from keelson.mvcc.watcher import (
 DEFAULT_SYNC_REVISIONS = 1000
 """Revisions of history one ``sync_watchers`` call reads at most (etcd's watchBatchMaxRevs)."""
 
+DEFAULT_SYNC_RESPONSE_BYTES = 1024 * 1024
+"""Key and value bytes after which a catch-up response ends (at the next revision boundary,
+so a txn's events stay together). etcd bounds catch-up responses by revisions only, so 1000
+revisions of large values make one response of many megabytes, more than a gRPC client
+accepts by default (grpcio: 4 MiB): such a watcher fails on every reconnect and never
+catches up. One revision alone is bounded by the request size limit."""
+
 
 class WatchableStore:
     """See the module docstring."""
@@ -227,11 +234,19 @@ class WatchableStore:
             if view is not None:
                 view.end()
 
-    def sync_watchers(self, max_revisions: int = DEFAULT_SYNC_REVISIONS) -> bool:
-        """Catch unsynced watchers up by at most ``max_revisions`` revisions of history.
+    def sync_watchers(
+        self,
+        max_revisions: int = DEFAULT_SYNC_REVISIONS,
+        max_bytes: int = DEFAULT_SYNC_RESPONSE_BYTES,
+    ) -> bool:
+        """Catch unsynced watchers up by at most ``max_revisions`` revisions of history,
+        each watcher by one response that ends at the first revision boundary after
+        ``max_bytes`` of its events' keys and values (``DEFAULT_SYNC_RESPONSE_BYTES``).
         Returns True when no watcher is left unsynced."""
         if max_revisions < 1:
             raise ValueError("max_revisions must be positive")
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be positive")
         if not self._unsynced:
             return True
         compact = self._store.compact_revision
@@ -258,16 +273,23 @@ class WatchableStore:
         try:
             for w in ready:
                 mine: list[Event] = []
+                upto = hi  # the first revision this response leaves out
+                size = last = 0
                 for rev, ev in history:
                     if rev >= w.min_rev and w.matches(ev.kv.key) and w.wants(ev):
+                        if size >= max_bytes and rev != last:
+                            upto = rev
+                            break
                         mine.append(ev)
+                        size += len(ev.kv.key) + len(ev.kv.value)
+                        last = rev
                 if mine:
                     if w.prev_kv:
                         if view is None:
                             view = self._store.read()
                         mine = [_with_prev(view, ev) for ev in mine]
                     w.stream._push(WatchResponse(w.watch_id, tuple(mine), current))
-                w.min_rev = max(w.min_rev, hi)
+                w.min_rev = max(w.min_rev, upto)
                 if w.min_rev > current:
                     del self._unsynced[w.seq]
                     self._add_synced(w)

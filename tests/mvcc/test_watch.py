@@ -466,3 +466,37 @@ def test_aborted_batch_is_never_delivered(env: Env) -> None:
     env.put(b"a", b"kept")
     (ev,) = events_of(s.poll(), wid)
     assert (ev.kv.mod_revision, ev.kv.value) == (2, b"kept")
+
+
+def test_catch_up_responses_end_at_a_revision_boundary_after_max_bytes(env: Env) -> None:
+    """Large values: each catch-up response stops at the first revision boundary past the
+    byte budget (a txn's events stay together), and the watcher still gets everything, in
+    order, once each. Without the bound 1000 revisions of 30 KB values made one 12 MB
+    response, which a grpcio client refuses (4 MiB by default) on every reconnect."""
+    big = b"x" * 3000
+    for i in range(20):
+        if i % 4 == 0:  # a txn of two puts: one revision, two events
+            with env.store.batch() as btx:
+                env.store.txn(btx, TxnRequest(success=[PutRequest(b"k1", big),
+                                                       PutRequest(b"k2", big)]))
+        else:
+            env.put(b"k%d" % (i % 3), big)
+    s = env.ws.new_stream()
+    wid = s.watch(b"k", prefix_end(b"k"), start_rev=2)
+    responses: list[WatchResponse] = []
+    for _ in range(50):
+        done = env.ws.sync_watchers(max_bytes=10_000)
+        responses += s.poll()
+        if done:
+            break
+    assert done
+    sizes = [sum(len(ev.kv.key) + len(ev.kv.value) for ev in r.events) for r in responses]
+    assert len(responses) > 3 and max(sizes) <= 10_000 + 2 * 3002
+    for r in responses[:-1]:  # every response ends where the next revision starts
+        nxt = responses[responses.index(r) + 1].events[0].kv.mod_revision
+        assert r.events[-1].kv.mod_revision < nxt
+    got = [(ev.kv.key, ev.kv.mod_revision) for ev in events_of(responses, wid)]
+    want = [(ev.kv.key, rev) for rev, evs in env.history for ev in evs if rev >= 2]
+    assert got == want
+    with pytest.raises(ValueError):
+        env.ws.sync_watchers(max_bytes=0)
