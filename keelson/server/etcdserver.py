@@ -135,6 +135,10 @@ PARALLEL_APPEND_ENV = "KEELSON_PARALLEL_APPEND"
 
 COMMIT_NOTICE_HOLD_ENV = "KEELSON_COMMIT_NOTICE_HOLD_MS"
 
+COALESCE_FORWARDED_S = 0.001
+"""A forwarded proposal this soon after the previous proposal waits for the loop turn's
+Ready instead of being driven on delivery (``EtcdServer.drive_delivered``)."""
+
 INLINE_READY_ENV = "KEELSON_INLINE_READY"
 """``=0``: only the raft loop task handles Readys (see ``EtcdServer.drive``); ``=1`` or unset:
 the callers that fed raft handle them at once."""
@@ -280,6 +284,10 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
         self._wake = asyncio.Event()
         self._in_ready = False
         """A Ready is being handled (by the loop task or ``drive``): no other may be taken."""
+        self._forwarded_pending = False
+        """A follower's MsgProp came while proposals are frequent and no Ready has taken it
+        yet (``drive_delivered`` leaves it to the next turn's Ready)."""
+        self._last_proposal_at = 0.0  # monotonic time of the last proposal made or forwarded
         self._tasks: list[asyncio.Task[None]] = []
         self._bg: set[asyncio.Task[None]] = set()
         self._read_batch: asyncio.Future[int] | None = None
@@ -534,6 +542,10 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
             return
         if msg.type == MessageType.PROP:
             self._note_proposed(len(msg.entries), msg.frm)
+            now = time.monotonic()
+            if now - self._last_proposal_at < COALESCE_FORWARDED_S:
+                self._forwarded_pending = True
+            self._last_proposal_at = now
         self._wake.set()
 
     async def _run(self) -> None:
@@ -545,6 +557,7 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
             try:
                 while self.node.has_ready():
                     rd = self.node.ready()
+                    self._forwarded_pending = False
                     self._in_ready = True
                     try:
                         await self._handle_ready(rd)
@@ -560,6 +573,18 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
         log.exception("raft loop failed; member stops serving requests")
         self._stopped = True
         self._fail_all(errors.STOPPED)
+
+    def drive_delivered(self) -> None:
+        """``drive`` after a read of peer messages (the transport's ``on_delivered``),
+        except when those included a follower's forwarded proposal that came less than
+        ``COALESCE_FORWARDED_S`` after the previous proposal: that one waits for the next
+        Ready, taken in this loop turn by the proposal flush or the loop task, so the
+        proposals of every follower and of this member's clients that arrive together are
+        appended, fsynced and sent in one Ready (group commit) rather than one per read.
+        Driving each at once cost the leader 1.6x the fsyncs per put at 16/256 (0.028
+        against 0.017-0.019); a lone proposal is driven at once, saving the loop turn."""
+        if not self._forwarded_pending:
+            self.drive()
 
     def drive(self) -> None:
         """Handle raft's pending Readys now, on the caller's stack, if no Ready is being
@@ -579,6 +604,7 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
                     self._wake.set()
                     return
                 rd = node.ready()
+                self._forwarded_pending = False
                 self._in_ready = True
                 try:
                     self._handle_ready_now(rd)
@@ -786,6 +812,7 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
                     fut.set_exception(err)
             return
         self._note_proposed(len(batch))
+        self._last_proposal_at = time.monotonic()
         self._wake.set()
 
     def _note_proposed(self, n: int, forwarded_by: int = 0) -> None:

@@ -333,7 +333,7 @@ async def run_member(
 
     def on_delivered() -> None:
         if server_box:
-            server_box[0].drive()
+            server_box[0].drive_delivered()
 
     def on_unreachable(peer: int) -> None:
         if server_box:

@@ -74,9 +74,9 @@ class Router:
 
 def deliver(dest: EtcdServer, m: Message) -> None:
     """What the transport and ``run_member`` do for each read of peer messages: step, then
-    let the member handle the resulting Ready at once (``EtcdServer.drive``)."""
+    let the member handle the resulting Ready at once (``EtcdServer.drive_delivered``)."""
     dest.step(m)
-    dest.drive()
+    dest.drive_delivered()
 
 
 async def until(cond: Any, timeout: float = 20.0) -> None:

@@ -199,3 +199,58 @@ def test_inline_ready_env(
         cfg = MemberConfig(name="m", data_dir="/nonexistent", member_id=1, cluster_id=1)
         assert cfg.inline_ready is want
     assert ("ignoring" in caplog.text) is warned
+
+
+def test_forwarded_proposals_wait_for_one_ready_with_everything_proposed_together(
+    tmp_path: Path,
+) -> None:
+    """A follower's forwarded MsgProp is not driven on delivery: the proposals both
+    followers and the leader's own clients make together reach the leader's log in one
+    Ready (one fsync, one append per follower), not one Ready per forwarded batch."""
+
+    async def main() -> None:
+        router = Router()
+        servers = await router.start_three(tmp_path, parallel=True)
+        try:
+            leader = await leader_of(servers)
+            followers = [s for s in servers.values() if s is not leader]
+            await leader.put(pb.PutRequest(key=b"warm", value=b"up"))
+            sizes: list[int] = []
+            inner = leader._handle_ready_now
+
+            def spy(rd: Ready, **kw: Any) -> None:
+                if rd.entries:
+                    sizes.append(len(rd.entries))
+                inner(rd, **kw)
+
+            leader._handle_ready_now = spy  # type: ignore[method-assign]
+            puts = [s.put(pb.PutRequest(key=b"k%d" % i, value=b"v"))
+                    for s in (*followers, leader) for i in range(10)]
+            await asyncio.gather(*puts)
+            assert sum(sizes) == 30
+            assert max(sizes) >= 20, sizes  # the followers' batches came together
+        finally:
+            for s in servers.values():
+                await s.stop()
+
+    asyncio.run(main())
+
+
+def test_a_lone_forwarded_proposal_is_driven_on_delivery(tmp_path: Path) -> None:
+    async def main() -> None:
+        router = Router()
+        servers = await router.start_three(tmp_path, parallel=True)
+        try:
+            leader = await leader_of(servers)
+            follower = next(s for s in servers.values() if s is not leader)
+            await follower.put(pb.PutRequest(key=b"warm", value=b"up"))
+            by_task = _spy_loop_task(leader)
+            for i in range(5):
+                await asyncio.sleep(0.01)  # proposals far apart: nothing to wait for
+                await follower.put(pb.PutRequest(key=b"k%d" % i, value=b"v"))
+            assert _entries(by_task) == 0
+        finally:
+            for s in servers.values():
+                await s.stop()
+
+    asyncio.run(main())
