@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 import signal
 import ssl
 import struct
@@ -47,6 +48,7 @@ from typing import Any
 
 from keelson.proto import errors
 from keelson.proto.etcdserverpb import rpc_pb2 as pb
+from keelson.server import gc_tuning
 from keelson.server.etcdserver import EtcdServer, MemberConfig
 from keelson.server.membership import decode_member_list, encode_member_list
 from keelson.transport import DiscoveryError, DiscoveryInfo, Transport
@@ -315,9 +317,11 @@ async def run_member(
     client_server: ClientServerFactory | None = None,
     peer_ssl: PeerSSL = (None, None),
     peer_cert_check: PeerCertCheck | None = None,
+    on_serving: Callable[[], None] | None = None,
 ) -> None:
     """Run one member until cancelled or removed from the cluster; see the module
     docstring. Without ``client_server`` the member serves peers only (no client API).
+    ``on_serving`` is called once the member serves clients.
     ``peer_ssl`` secures the peer transport and discovery (``https://`` peer URLs);
     ``peer_cert_check`` may refuse a verified peer certificate (see ``keelson.cli.tls``).
     Raises ``StartError`` (before anything is written) when it cannot join."""
@@ -410,6 +414,8 @@ async def run_member(
     await server.start()
     if grpc_server is not None:
         await grpc_server.start()
+    if on_serving is not None:
+        on_serving()
     publisher = asyncio.create_task(_publish(server, cfg), name="publish")
     log.info(
         "member %x of cluster %x serving clients on %s",
@@ -468,8 +474,13 @@ def serve(
     except ImportError:
         pass
 
+    tuned = gc_tuning.tune(os.environ)
+
     async def main() -> None:
-        task = asyncio.create_task(run_member(config, client_server, peer_ssl, peer_cert_check))
+        task = asyncio.create_task(run_member(
+            config, client_server, peer_ssl, peer_cert_check,
+            on_serving=gc_tuning.freeze_startup if tuned else None,
+        ))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, task.cancel)
