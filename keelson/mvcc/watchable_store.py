@@ -47,12 +47,14 @@ from keelson.mvcc.watcher import (
 DEFAULT_SYNC_REVISIONS = 1000
 """Revisions of history one ``sync_watchers`` call reads at most (etcd's watchBatchMaxRevs)."""
 
-DEFAULT_SYNC_RESPONSE_BYTES = 1024 * 1024
-"""Key and value bytes after which a catch-up response ends (at the next revision boundary,
-so a txn's events stay together). etcd bounds catch-up responses by revisions only, so 1000
-revisions of large values make one response of many megabytes, more than a gRPC client
-accepts by default (grpcio: 4 MiB): such a watcher fails on every reconnect and never
-catches up. One revision alone is bounded by the request size limit."""
+DEFAULT_SYNC_RESPONSE_BYTES = 3584 * 1024
+"""Most key and value bytes (prev values counted when asked for) one catch-up response
+holds, unless a single revision alone is larger: a revision whose events would take the
+response past this starts the next response. etcd bounds catch-up responses by revisions
+only (1000), so 1000 revisions of large values make one response of many megabytes, which
+a gRPC client refuses at its default limit (grpcio: 4 MiB): such a watcher fails on every
+reconnect and never catches up. 3.5 MiB leaves room for the per-event framing under 4 MiB,
+and a backlog that fits is still sent in one response, as etcd does."""
 
 
 class WatchableStore:
@@ -240,9 +242,9 @@ class WatchableStore:
         max_bytes: int = DEFAULT_SYNC_RESPONSE_BYTES,
     ) -> bool:
         """Catch unsynced watchers up by at most ``max_revisions`` revisions of history,
-        each watcher by one response that ends at the first revision boundary after
-        ``max_bytes`` of its events' keys and values (``DEFAULT_SYNC_RESPONSE_BYTES``).
-        Returns True when no watcher is left unsynced."""
+        each watcher by one response of whole revisions holding at most ``max_bytes`` of
+        keys and values, or one revision when that alone is larger
+        (``DEFAULT_SYNC_RESPONSE_BYTES``). Returns True when no watcher is left unsynced."""
         if max_revisions < 1:
             raise ValueError("max_revisions must be positive")
         if max_bytes < 1:
@@ -274,15 +276,27 @@ class WatchableStore:
             for w in ready:
                 mine: list[Event] = []
                 upto = hi  # the first revision this response leaves out
-                size = last = 0
+                size = 0  # bytes of the revisions taken
+                rev_events: list[Event] = []  # the events of revision ``last`` so far
+                rev_size = last = 0
+                values = 2 if w.prev_kv else 1
                 for rev, ev in history:
                     if rev >= w.min_rev and w.matches(ev.kv.key) and w.wants(ev):
-                        if size >= max_bytes and rev != last:
-                            upto = rev
-                            break
-                        mine.append(ev)
-                        size += len(ev.kv.key) + len(ev.kv.value)
-                        last = rev
+                        if rev != last:
+                            if mine and size + rev_size > max_bytes:
+                                upto = last
+                                rev_events = []
+                                break
+                            mine += rev_events
+                            size += rev_size
+                            rev_events, rev_size, last = [], 0, rev
+                        rev_events.append(ev)
+                        rev_size += len(ev.kv.key) + values * len(ev.kv.value)
+                if rev_events:
+                    if mine and size + rev_size > max_bytes:
+                        upto = last
+                    else:
+                        mine += rev_events
                 if mine:
                     if w.prev_kv:
                         if view is None:

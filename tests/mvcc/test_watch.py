@@ -468,11 +468,11 @@ def test_aborted_batch_is_never_delivered(env: Env) -> None:
     assert (ev.kv.mod_revision, ev.kv.value) == (2, b"kept")
 
 
-def test_catch_up_responses_end_at_a_revision_boundary_after_max_bytes(env: Env) -> None:
-    """Large values: each catch-up response stops at the first revision boundary past the
-    byte budget (a txn's events stay together), and the watcher still gets everything, in
-    order, once each. Without the bound 1000 revisions of 30 KB values made one 12 MB
-    response, which a grpcio client refuses (4 MiB by default) on every reconnect."""
+def test_catch_up_responses_hold_whole_revisions_up_to_max_bytes(env: Env) -> None:
+    """Large values: each catch-up response holds whole revisions (a txn's events stay
+    together) up to the byte budget, and the watcher still gets everything, in order, once
+    each. Without the bound 1000 revisions of 30 KB values made one 12 MB response, which
+    a grpcio client refuses (4 MiB by default) on every reconnect."""
     big = b"x" * 3000
     for i in range(20):
         if i % 4 == 0:  # a txn of two puts: one revision, two events
@@ -491,7 +491,7 @@ def test_catch_up_responses_end_at_a_revision_boundary_after_max_bytes(env: Env)
             break
     assert done
     sizes = [sum(len(ev.kv.key) + len(ev.kv.value) for ev in r.events) for r in responses]
-    assert len(responses) > 3 and max(sizes) <= 10_000 + 2 * 3002
+    assert len(responses) > 3 and max(sizes) <= 10_000
     for r in responses[:-1]:  # every response ends where the next revision starts
         nxt = responses[responses.index(r) + 1].events[0].kv.mod_revision
         assert r.events[-1].kv.mod_revision < nxt
@@ -500,3 +500,21 @@ def test_catch_up_responses_end_at_a_revision_boundary_after_max_bytes(env: Env)
     assert got == want
     with pytest.raises(ValueError):
         env.ws.sync_watchers(max_bytes=0)
+
+
+def test_catch_up_counts_prev_values_and_sends_an_oversized_revision_alone(env: Env) -> None:
+    for _ in range(6):
+        env.put(b"p", b"y" * 1000)
+    env.put(b"p", b"z" * 5000)  # alone larger than the budget
+    env.put(b"p", b"y" * 1000)
+    s = env.ws.new_stream()
+    wid = s.watch(b"p", start_rev=2, prev_kv=True)
+    responses: list[WatchResponse] = []
+    while not env.ws.sync_watchers(max_bytes=4100):
+        responses += s.poll()
+    responses += s.poll()
+    per_response = [[ev.kv.mod_revision for ev in r.events] for r in responses]
+    # 1001 bytes, twice with the previous value: two puts per response
+    assert per_response == [[2, 3], [4, 5], [6, 7], [8], [9]]
+    # the first put created the key: no previous value
+    assert [ev.prev_kv is not None for ev in events_of(responses, wid)] == [False] + [True] * 7
