@@ -278,7 +278,8 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
         self._state = StateType.FOLLOWER
         self._applied = 0
         self._waiters: dict[int, asyncio.Future[Any]] = {}
-        self._reads: dict[bytes, asyncio.Future[int]] = {}
+        self._reads: dict[bytes, _ReadBatch] = {}
+        """Read index requests sent to raft and not answered yet, by request context."""
         self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._ids = itertools.count(secrets.randbits(40) << 16)
         self._wake = asyncio.Event()
@@ -290,7 +291,7 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
         self._last_proposal_at = 0.0  # monotonic time of the last proposal made or forwarded
         self._tasks: list[asyncio.Task[None]] = []
         self._bg: set[asyncio.Task[None]] = set()
-        self._read_batch: asyncio.Future[int] | None = None
+        self._read_batch: _ReadBatch | None = None
         self._proposals: list[tuple[bytes, asyncio.Future[Any]]] = []
         """Proposals made in this loop turn, handed to raft together by _flush_proposals."""
         self._stopped = False
@@ -479,7 +480,9 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
         self.backend.close()
 
     def _fail_all(self, err: errors.EtcdError) -> None:
-        futs: list[asyncio.Future[Any]] = [*self._waiters.values(), *self._reads.values()]
+        futs: list[asyncio.Future[Any]] = list(self._waiters.values())
+        for batch in self._reads.values():
+            futs += batch.waiters
         futs += [f for _, f in self._applied_waiters]
         for fut in futs:
             if not fut.done():
@@ -667,9 +670,9 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
                 self._bg.add(task)
                 task.add_done_callback(self._bg.discard)
         for rs in rd.read_states:
-            fut = self._reads.pop(rs.request_ctx, None)
-            if fut is not None and not fut.done():
-                fut.set_result(rs.index)
+            batch = self._reads.pop(rs.request_ctx, None)
+            if batch is not None:
+                self._read_index_known(batch, rs.index)
         if rd.committed_entries:
             self._faults("before-apply")
             self._apply(rd)
@@ -832,20 +835,14 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
 
     def _issue_read(self, ctx: bytes) -> None:
         self._read_batch = None
-        fut = self._reads.get(ctx)
-        if fut is None or fut.done():
+        if ctx not in self._reads:
             return
         self._send_read_index(ctx)
-        # a read index that never comes back (leader lost) fails at the callers' timeout
-        asyncio.get_running_loop().call_later(
-            self.cfg.request_timeout_s, lambda: self._reads.pop(ctx, None)
-        )
 
     def _send_read_index(self, ctx: bytes) -> None:
         """Ask raft for a read index; during an election (no leader: raft drops it) ask
         again every heartbeat until the batch is answered or given up."""
-        fut = self._reads.get(ctx)
-        if fut is None or fut.done() or self._stopped:
+        if ctx not in self._reads or self._stopped:
             return
         try:
             self.node.read_index(ctx)
@@ -876,24 +873,36 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
         if self._lead == 0:
             await self._wait_leader()
         loop = asyncio.get_running_loop()
-        if self._read_batch is None:
+        batch = self._read_batch
+        if batch is None:
             ctx = secrets.token_bytes(8)
-            batch: asyncio.Future[int] = loop.create_future()
+            batch = _ReadBatch(ctx)
             self._reads[ctx] = batch
             self._read_batch = batch
             loop.call_soon(self._issue_read, ctx)
-        fut = self._read_batch
-        try:
-            index = await asyncio.wait_for(asyncio.shield(fut), self.cfg.request_timeout_s)
-        except TimeoutError:
-            raise errors.TIMEOUT from None
-        if self._applied < index:
-            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._applied_waiters.append((index, done))
-            try:
-                await asyncio.wait_for(done, self.cfg.request_timeout_s)
-            except TimeoutError:
-                raise errors.TIMEOUT from None
+            # A read index that never comes back (leader lost) fails the batch.
+            loop.call_later(self.cfg.request_timeout_s, self._read_index_lost, batch)
+        mine: asyncio.Future[None] = loop.create_future()
+        batch.waiters.append(mine)
+        await mine
+
+    def _read_index_known(self, batch: _ReadBatch, index: int) -> None:
+        """The batch's read index came back: its callers may read once ``index`` is
+        applied here (now, or within another request timeout)."""
+        if self._applied >= index:
+            for fut in batch.waiters:
+                if not fut.done():
+                    fut.set_result(None)
+            return
+        for fut in batch.waiters:
+            self._applied_waiters.append((index, fut))
+        asyncio.get_running_loop().call_later(
+            self.cfg.request_timeout_s, _fail_pending, batch.waiters, errors.TIMEOUT)
+
+    def _read_index_lost(self, batch: _ReadBatch) -> None:
+        if self._reads.get(batch.ctx) is batch:
+            del self._reads[batch.ctx]
+            _fail_pending(batch.waiters, errors.TIMEOUT)
 
     # -- response headers -------------------------------------------------------------
 
@@ -935,6 +944,25 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
     @property
     def applied_index(self) -> int:
         return self._applied
+
+
+class _ReadBatch:
+    """One ReadIndex round shared by every linearizable read that arrived before it was
+    sent; each caller awaits its own future (so a caller's cancellation is its own), all
+    resolved together. One future per read instead of ``wait_for(shield(batch))``'s
+    three, and one timer per batch instead of one per read."""
+
+    __slots__ = ("ctx", "waiters")
+
+    def __init__(self, ctx: bytes) -> None:
+        self.ctx = ctx
+        self.waiters: list[asyncio.Future[None]] = []
+
+
+def _fail_pending(futs: list[asyncio.Future[None]], err: Exception) -> None:
+    for fut in futs:
+        if not fut.done():
+            fut.set_exception(err)
 
 
 def _time_out(fut: asyncio.Future[Any]) -> None:
