@@ -16,21 +16,25 @@ from keelson.proto.mvccpb import kv_pb2
 _PutRequest = mvcc.PutRequest
 
 
+_RangeRequest = mvcc.RangeRequest
+_SORT_ORDERS = {int(v): v for v in mvcc.SortOrder}
+_SORT_TARGETS = {int(v): v for v in mvcc.SortTarget}
+
+
 def range_from_pb(r: pb.RangeRequest) -> mvcc.RangeRequest:
-    return mvcc.RangeRequest(
-        key=r.key,
-        range_end=r.range_end,
-        limit=r.limit,
-        revision=r.revision,
-        sort_order=mvcc.SortOrder(r.sort_order),
-        sort_target=mvcc.SortTarget(r.sort_target),
-        serializable=r.serializable,
-        keys_only=r.keys_only,
-        count_only=r.count_only,
-        min_mod_revision=r.min_mod_revision,
-        max_mod_revision=r.max_mod_revision,
-        min_create_revision=r.min_create_revision,
-        max_create_revision=r.max_create_revision,
+    # Positional, in RangeRequest's field order, and the enums looked up in a dict (an
+    # unknown value still goes through the enum, which raises ValueError): every range
+    # passes here, and keywords plus two enum calls were a third of its cost.
+    order = _SORT_ORDERS.get(r.sort_order)
+    if order is None:
+        order = mvcc.SortOrder(r.sort_order)
+    target = _SORT_TARGETS.get(r.sort_target)
+    if target is None:
+        target = mvcc.SortTarget(r.sort_target)
+    return _RangeRequest(
+        r.key, r.range_end, r.limit, r.revision, order, target, r.serializable,
+        r.keys_only, r.count_only, r.min_mod_revision, r.max_mod_revision,
+        r.min_create_revision, r.max_create_revision,
     )
 
 
