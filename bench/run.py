@@ -293,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
                     if isinstance(got, Figures):
                         runs.setdefault(kind, []).append(got)
             figs = {kind: median_run(v) for kind, v in runs.items()}
-            label = f"{name} {members}m {conns}/{clients}"
+            row = f"{name} {members}m {conns}/{clients}"
+            label = row
             if rounds > 1:
                 label += f" (median of {rounds})"
                 print(f"{label}: " + "; ".join(
@@ -302,8 +303,7 @@ def main(argv: list[str] | None = None) -> int:
             load_rows.append(load_row(label, figs))
             print(load_rows[-1], flush=True)
             if "etcd" in figs and "keelson" in figs:
-                ratios[f"{name} {members}m {conns}/{clients}"] = (
-                    figs["keelson"].rps / figs["etcd"].rps)
+                ratios[row] = figs["keelson"].rps / figs["etcd"].rps
             if name == "watch-latency":
                 res_rows.append(resource_row(
                     f"watch-latency p99 ms {members}m ({WATCHERS} watchers)",

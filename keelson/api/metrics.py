@@ -96,12 +96,10 @@ def _histogram(name: str, doc: str, h: HistogramSnapshot) -> str:
     """A histogram family: cumulative ``_bucket`` samples (``le`` as Go's client writes
     it), then ``_sum`` and ``_count``."""
     finite = zip(h.bounds, h.cumulative[:-1], strict=True)
-    samples = [(f'_bucket{{le="{b:g}"}}', c) for b, c in finite]
+    samples: list[tuple[str, float]] = [(f'_bucket{{le="{b:g}"}}', c) for b, c in finite]
     samples += [('_bucket{le="+Inf"}', h.cumulative[-1]), ("_sum", h.total),
                 ("_count", h.count)]
-    lines = [f"# HELP {name} {doc}", f"# TYPE {name} histogram"]
-    lines += [f"{name}{suffix} {float(value)!r}" for suffix, value in samples]
-    return "\n".join(lines) + "\n"
+    return _family(name, "histogram", doc, samples)
 
 
 class MetricsExporter:

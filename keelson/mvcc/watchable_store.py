@@ -29,7 +29,9 @@ writes interleave with catch-up. Watchers live in memory only: a restart forgets
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
+from operator import itemgetter
 
 from keelson.mvcc.errors import CompactedError
 from keelson.mvcc.keyvalue import Change, Event, EventType, KeyValue, decode_kv
@@ -276,27 +278,19 @@ class WatchableStore:
             for w in ready:
                 mine: list[Event] = []
                 upto = hi  # the first revision this response leaves out
-                size = 0  # bytes of the revisions taken
-                rev_events: list[Event] = []  # the events of revision ``last`` so far
-                rev_size = last = 0
+                size = 0
                 values = 2 if w.prev_kv else 1
-                for rev, ev in history:
-                    if rev >= w.min_rev and w.matches(ev.kv.key) and w.wants(ev):
-                        if rev != last:
-                            if mine and size + rev_size > max_bytes:
-                                upto = last
-                                rev_events = []
-                                break
-                            mine += rev_events
-                            size += rev_size
-                            rev_events, rev_size, last = [], 0, rev
-                        rev_events.append(ev)
-                        rev_size += len(ev.kv.key) + values * len(ev.kv.value)
-                if rev_events:
-                    if mine and size + rev_size > max_bytes:
-                        upto = last
-                    else:
-                        mine += rev_events
+                wanted = ((rev, ev) for rev, ev in history
+                          if rev >= w.min_rev and w.matches(ev.kv.key) and w.wants(ev))
+                for rev, group in itertools.groupby(wanted, key=itemgetter(0)):
+                    events = [ev for _, ev in group]
+                    grown = size + sum(len(ev.kv.key) + values * len(ev.kv.value)
+                                       for ev in events)
+                    if mine and grown > max_bytes:
+                        upto = rev
+                        break
+                    mine += events
+                    size = grown
                 if mine:
                     if w.prev_kv:
                         if view is None:

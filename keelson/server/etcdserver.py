@@ -162,22 +162,23 @@ def commit_notice_hold_from_env() -> float:
     return ms / 1000
 
 
-def inline_ready_from_env() -> bool:
-    """``KEELSON_INLINE_READY`` (the MemberConfig default): ``0`` off, ``1`` or unset on;
-    any other value is ignored with a warning."""
-    raw = os.environ.get(INLINE_READY_ENV, "")
+def _switch_from_env(name: str, what: str) -> bool:
+    """An on-by-default switch: ``0`` off, ``1`` or unset on; any other value is ignored
+    with a warning."""
+    raw = os.environ.get(name, "")
     if raw not in ("", "0", "1"):
-        log.warning("ignoring %s=%r (0 or 1); inline Ready stays on", INLINE_READY_ENV, raw)
+        log.warning("ignoring %s=%r (0 or 1); %s stays on", name, raw, what)
     return raw != "0"
+
+
+def inline_ready_from_env() -> bool:
+    """``KEELSON_INLINE_READY`` (the MemberConfig default)."""
+    return _switch_from_env(INLINE_READY_ENV, "inline Ready")
 
 
 def parallel_append_from_env() -> bool:
-    """``KEELSON_PARALLEL_APPEND`` (the MemberConfig default): ``0`` off, ``1`` or unset on;
-    any other value is ignored with a warning."""
-    raw = os.environ.get(PARALLEL_APPEND_ENV, "")
-    if raw not in ("", "0", "1"):
-        log.warning("ignoring %s=%r (0 or 1); parallel append stays on", PARALLEL_APPEND_ENV, raw)
-    return raw != "0"
+    """``KEELSON_PARALLEL_APPEND`` (the MemberConfig default)."""
+    return _switch_from_env(PARALLEL_APPEND_ENV, "parallel append")
 
 
 @dataclass(frozen=True)
@@ -559,9 +560,7 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
                 continue
             try:
                 while self.node.has_ready():
-                    rd = self.node.ready()
-                    self._forwarded_pending = False
-                    self._in_ready = True
+                    rd = self._take_ready()
                     try:
                         await self._handle_ready(rd)
                     finally:
@@ -571,6 +570,14 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
             except Exception:
                 self._loop_failed()
                 return
+
+    def _take_ready(self) -> Ready:
+        """Take raft's Ready; no other is taken until ``_in_ready`` is cleared after it is
+        handled. It holds every proposal stepped so far, forwarded ones included."""
+        rd = self.node.ready()
+        self._forwarded_pending = False
+        self._in_ready = True
+        return rd
 
     def _loop_failed(self) -> None:
         log.exception("raft loop failed; member stops serving requests")
@@ -606,9 +613,7 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
                 if node.raft.log.unstable.snapshot is not None:
                     self._wake.set()
                     return
-                rd = node.ready()
-                self._forwarded_pending = False
-                self._in_ready = True
+                rd = self._take_ready()
                 try:
                     self._handle_ready_now(rd)
                 finally:
