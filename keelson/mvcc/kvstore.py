@@ -43,7 +43,7 @@ from keelson.mvcc.apply import (
     check_txn_state,
     is_txn_read_only,
 )
-from keelson.mvcc.errors import CompactedError, FutureRevisionError
+from keelson.mvcc.errors import CompactedError, EmptyKeyError, FutureRevisionError
 from keelson.mvcc.key_index import TreeIndex
 from keelson.mvcc.keyvalue import Change, Event, EventType, KeyValue, decode_kv
 from keelson.mvcc.requests import (
@@ -261,6 +261,22 @@ class KVStore:
             raise
         tw.end()
         return resp
+
+    def put_plain(self, btx: WriteTxn, key: bytes, value: bytes) -> PutResponse:
+        """``put`` of a PutRequest with no lease, no prev_kv and no ignore_* flag, the
+        request almost every client sends: the same checks and write, without building the
+        request object or looking for a lease or previous value (a few µs per applied put
+        on every member)."""
+        if not key:
+            raise EmptyKeyError()
+        tw = self.write(btx)
+        try:
+            rev = tw.put(key, value, 0)
+        except BaseException:
+            self._fail_write(tw)
+            raise
+        tw.end()
+        return PutResponse(rev)
 
     def delete_range(self, btx: WriteTxn, req: DeleteRangeRequest) -> DeleteRangeResponse:
         with self.write(btx) as tw:

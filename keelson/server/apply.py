@@ -134,7 +134,10 @@ class Applier(ServerParts):
             if which == "put":
                 if self._alarm_nospace:
                     raise errors.NO_SPACE
-                return rid, self.kv.put(btx, convert.put_from_pb(req.put))
+                put = req.put
+                if put.lease or put.prev_kv or put.ignore_value or put.ignore_lease:
+                    return rid, self.kv.put(btx, convert.put_from_pb(put))
+                return rid, self.kv.put_plain(btx, put.key, put.value)
             if which == "delete_range":
                 return rid, self.kv.delete_range(btx, convert.delete_from_pb(req.delete_range))
             if which == "txn":

@@ -20,6 +20,7 @@ import pytest
 from keelson.backend import Backend
 from keelson.mvcc import (
     DeleteRangeRequest,
+    EmptyKeyError,
     Event,
     EventType,
     KeyValue,
@@ -150,3 +151,44 @@ def test_commit_listeners(tmp_path: Path) -> None:
         assert store.current_revision == 3
     finally:
         backend.close()
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_put_plain_writes_what_put_writes(tmp_path: Path, seed: int) -> None:
+    """The same history through ``put_plain`` and through ``put`` of a plain PutRequest:
+    the same responses, events, key space and hash; a key with a lease loses it either way."""
+    rng = random.Random(seed)
+    stores, backends, events = [], [], []
+    for name in ("plain", "general"):
+        backend = Backend(str(tmp_path / name), buckets=KVStore.BUCKETS, map_size=64 << 20)
+        store = KVStore(backend, lessor=_RecordingLessor())
+        seen: list[tuple[int, tuple[Event, ...]]] = []
+        store.add_listener(lambda rev, evs, seen=seen: seen.append((rev, tuple(evs))))
+        stores.append(store)
+        backends.append(backend)
+        events.append(seen)
+    plain, general = stores
+    try:
+        for _ in range(300):
+            key, value = rng.choice(KEYS), rng.randbytes(rng.randrange(4))
+            op = rng.random()
+            for store in stores:
+                with store.batch() as btx:
+                    if op < 0.15:
+                        store.delete_range(btx, DeleteRangeRequest(key))
+                    elif op < 0.3:
+                        store.put(btx, PutRequest(key, value, lease=7))
+                    elif store is plain:
+                        got_plain = store.put_plain(btx, key, value)
+                    else:
+                        assert store.put(btx, PutRequest(key, value)) == got_plain
+        assert events[0] == events[1]
+        assert plain.hash_kv() == general.hash_kv()
+        assert plain.range(RangeRequest(b"\0", b"\0")) == general.range(RangeRequest(b"\0", b"\0"))
+        assert plain._lessor.calls == general._lessor.calls  # type: ignore[union-attr]
+        with plain.batch() as btx, pytest.raises(EmptyKeyError):
+            plain.put_plain(btx, b"", b"v")
+        assert plain.current_revision == general.current_revision
+    finally:
+        for backend in backends:
+            backend.close()
