@@ -104,6 +104,37 @@ class Sender(ConnectionState):
         stream.local_end_queued = True
         self._flush_stream(stream)
 
+    def send_response(
+        self, stream_id: int, headers: HeaderBlock, data: bytes, trailers: HeaderBlock
+    ) -> None:
+        """The whole answer of a stream: ``send_headers``, ``send_data`` and
+        ``send_trailers`` in one call. When the windows take ``data`` in one frame and
+        nothing is queued (a unary gRPC answer, almost always), the three frames are written
+        at once, without the queue; otherwise it is exactly the three calls."""
+        stream = self._sendable(stream_id)
+        out = self._output
+        window = out.window
+        n = len(data)
+        if (
+            stream.headers_sent or stream.queue or headers.trailers or not trailers.trailers
+            or n > window.size or n > stream.outbound.size or n > out.max_frame_size
+            or stream.stream_id in self._blocked
+        ):
+            self.send_headers(stream_id, headers)
+            self.send_data(stream_id, data)
+            self.send_trailers(stream_id, trailers)
+            return
+        stream.headers_sent = True
+        self._idle.refund()
+        out.header_block(stream_id, headers, False)
+        if n:
+            window.size -= n
+            stream.outbound.size -= n
+            out.buffer += fr.data_frame(stream_id, data, end_stream=False)
+        out.header_block(stream_id, trailers, True)
+        stream.local_end_queued = True
+        self._end_local(stream)
+
     # ------------------------------------------------------------------ streams and connection
 
     def reset_stream(self, stream_id: int, code: ErrorCode = ErrorCode.CANCEL) -> None:

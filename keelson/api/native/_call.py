@@ -301,7 +301,11 @@ class Call:
             elif first is not None and self.route.unary_unary:
                 # _serve's unary-unary path, without a coroutine of its own (the hot path).
                 route = self.route
-                self._send_message(await route.handler(self._parse(first), self))
+                response = await route.handler(self._parse(first), self)
+                if self._code is None and not self._details:
+                    self._send_ok(response.SerializeToString())
+                else:
+                    self._send_message(response)
             else:
                 await self._serve(first)
         except CallAborted as err:
@@ -395,6 +399,29 @@ class Call:
             self._closed = True
             raise StreamGone(str(err)) from None
         self._protocol.schedule_flush()
+
+    def _send_ok(self, payload: bytes) -> None:
+        """A unary call's whole answer, queued in one ``send_response``: what
+        ``_send_payload`` then ``_send_status(OK, "")`` queue (bench.native_unary: a put call
+        37 → 30 µs of CPU)."""
+        if self._closed:
+            raise StreamGone(f"stream {self.stream_id} is closed")
+        if self._headers_sent:
+            self._send_payload(payload)
+            self._send_status(OK, "")
+            return
+        self._closed = self._headers_sent = True
+        self._release_input()
+        h2 = self._protocol.h2
+        sid = self.stream_id
+        try:
+            h2.send_response(sid, RESPONSE_HEADERS, frame_message(payload), TRAILERS_OK)
+            if not self._input_ended and h2.queued_bytes(sid) == 0:
+                h2.reset_stream(sid, ErrorCode.NO_ERROR)  # as _send_status does
+        except H2Error as err:
+            raise StreamGone(str(err)) from None
+        finally:
+            self._protocol.schedule_flush()
 
     def _send_status(self, code: int, message: str) -> None:
         """Send the status (once); then reset the stream if the client is still sending."""
