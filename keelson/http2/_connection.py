@@ -137,6 +137,7 @@ class H2Connection(FrameHandlers, Sender):
         self._recv_initial = self._local.enforced(SettingCode.INITIAL_WINDOW_SIZE)
         self._send_initial = self._remote[SettingCode.INITIAL_WINDOW_SIZE]
         self._known_good = set()
+        self._validated = None
         extra = cfg.connection_window_size - DEFAULTS[SettingCode.INITIAL_WINDOW_SIZE]
         if extra > 0:
             self._conn_in.grow(extra)

@@ -179,10 +179,17 @@ class FrameHandlers(ConnectionState):
             return
         if self_dependent:
             raise StreamError(sid, ErrorCode.PROTOCOL_ERROR, "stream depends on itself")
-        try:
-            content_length, list_size = validate_request(headers, self._known_good)
-        except MalformedHeaders as err:
-            raise StreamError(sid, ErrorCode.PROTOCOL_ERROR, str(err)) from err
+        validated = self._validated
+        if validated is not None and validated[0] is headers:
+            # The decoder hands back the same tuple for a repeated block (see _decoding),
+            # and the check is a pure function of the list: a client's next call is free.
+            content_length, list_size = validated[1]
+        else:
+            try:
+                content_length, list_size = validate_request(headers, self._known_good)
+            except MalformedHeaders as err:
+                raise StreamError(sid, ErrorCode.PROTOCOL_ERROR, str(err)) from err
+            self._validated = (headers, (content_length, list_size))
         if end_stream and content_length:
             raise StreamError(sid, ErrorCode.PROTOCOL_ERROR, "content-length but no body")
         if len(self._streams) >= self.config.max_concurrent_streams:

@@ -28,7 +28,7 @@ from keelson.http2 import _frames as fr
 from keelson.http2._budget import Budget
 from keelson.http2._config import H2Config
 from keelson.http2._decoding import HeaderDecoder
-from keelson.http2._events import Event
+from keelson.http2._events import Event, Headers
 from keelson.http2._flow import InboundWindow, OutboundWindow
 from keelson.http2._outbound import Flushed, Output
 from keelson.http2._settings import LocalSettings, RemoteSettings
@@ -87,6 +87,7 @@ class ConnectionState:
     _recv_initial: int  # the INITIAL_WINDOW_SIZE we enforce for new streams
     _send_initial: int  # the client's INITIAL_WINDOW_SIZE, for new streams' send windows
     _known_good: set[tuple[bytes, bytes]]  # validated header fields (*: bounded)
+    _validated: tuple[Headers, tuple[int | None, int]] | None  # the last request list checked
 
     # ------------------------------------------------------------------ budgets
 

@@ -135,6 +135,23 @@ def test_malformed_request_on_new_stream_produces_no_event() -> None:
     assert resets(c.frames()) == [(1, ErrorCode.PROTOCOL_ERROR)]
 
 
+def test_repeated_request_lists_are_checked_each_time() -> None:
+    """A repeated header block decodes to the same list, whose check is remembered; a
+    different list (malformed, or a content-length a body-less request cannot have) is
+    still checked, before and after."""
+    c = Client()
+    bad = [(b":method", b"POST"), (b":path", b"/x")]  # no :scheme
+    with_length = [*REQUEST, (b"content-length", b"5")]
+    for sid in (1, 3):
+        assert isinstance(c.request(sid)[0], RequestReceived)
+    assert c.send(c.headers(5, bad)) == []
+    assert c.send(c.headers(7, with_length, end_stream=True)) == []
+    assert isinstance(c.request(9)[0], RequestReceived)
+    assert c.send(c.headers(11, bad)) == []
+    assert c.send(c.headers(13, with_length, end_stream=True)) == []
+    assert resets(c.frames()) == [(sid, ErrorCode.PROTOCOL_ERROR) for sid in (5, 7, 11, 13)]
+
+
 def test_rapid_reset_counted_per_frames() -> None:
     c = Client(H2Config(reset_burst=5, reset_period_frames=1000))
     sid = 1
