@@ -67,7 +67,9 @@ class KVRequests(ServerParts):
 
     async def put(self, req: pb.PutRequest, identity: Any = None) -> pb.PutResponse:
         self._check_quota(len(req.key) + len(req.value))
-        stamped = await self.auth.stamp(ipb.InternalRaftRequest(put=req), identity)
+        stamped = ipb.InternalRaftRequest(put=req)
+        if identity is not None:  # without credentials there is nothing to stamp
+            stamped = await self.auth.stamp(stamped, identity)
         r = unwrap(await self._propose(stamped))
         return convert.put_to_pb(r, self._header_at(r.revision))
 
