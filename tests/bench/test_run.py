@@ -42,7 +42,9 @@ def test_median_run_takes_the_middle_rate_of_the_rounds() -> None:
         median_run([])
 
 
-def test_only_1_1_of_the_full_run_has_rounds() -> None:
+def test_only_1_1_and_16_256_of_the_full_run_have_rounds() -> None:
     assert rounds_for(1, 1, quick=False) == 3
     assert rounds_for(1, 1, quick=True) == 1
-    assert rounds_for(16, 256, quick=False) == 1
+    assert rounds_for(16, 256, quick=False) == 3
+    assert rounds_for(16, 256, quick=True) == 1
+    assert rounds_for(4, 16, quick=False) == 1
