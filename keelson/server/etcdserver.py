@@ -932,8 +932,12 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
         """The header of a response about ``revision``: as etcd, a read or write reports the
         revision it read or wrote, not whatever is newest when the response is sent (other
         writes may be applied in the same batch before the caller resumes)."""
-        h = self.header()
+        # Field by field: a third less time than the keyword constructor, on every answer.
+        h = pb.ResponseHeader()
+        h.cluster_id = self.cfg.cluster_id
+        h.member_id = self.cfg.member_id
         h.revision = revision
+        h.raft_term = self._term
         return h
 
     def new_watch_stream(self) -> WatchStream:
