@@ -78,7 +78,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -485,9 +485,7 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
         for batch in self._reads.values():
             futs += batch.waiters
         futs += [f for _, f in self._applied_waiters]
-        for fut in futs:
-            if not fut.done():
-                fut.set_exception(err)
+        _fail_pending(futs, err)
 
     async def _ticker(self) -> None:
         interval = self.cfg.heartbeat_interval_ms / 1000
@@ -818,9 +816,7 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
             self.node.propose_many([data for data, _ in batch])
         except Exception as exc:  # noqa: BLE001 - each caller gets it, as a direct call would
             err = errors.NO_LEADER if isinstance(exc, ProposalDropped) else exc
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(err)
+            _fail_pending((fut for _, fut in batch), err)
             return
         self._note_proposed(len(batch))
         self._last_proposal_at = time.monotonic()
@@ -915,12 +911,7 @@ class EtcdServer(KVRequests, LeaseRequests, ClusterRequests, MaintenanceRequests
     # -- response headers -------------------------------------------------------------
 
     def header(self) -> pb.ResponseHeader:
-        return pb.ResponseHeader(
-            cluster_id=self.cfg.cluster_id,
-            member_id=self.cfg.member_id,
-            revision=self.kv.current_revision,
-            raft_term=self._term,
-        )
+        return self._header_at(self.kv.current_revision)
 
     def _cluster_header(self) -> pb.ResponseHeader:
         """The header of Cluster service responses: etcd leaves the revision out."""
@@ -971,7 +962,8 @@ class _ReadBatch:
         self.waiters: list[asyncio.Future[None]] = []
 
 
-def _fail_pending(futs: list[asyncio.Future[None]], err: Exception) -> None:
+def _fail_pending(futs: Iterable[asyncio.Future[Any]], err: BaseException) -> None:
+    """Fail every future of ``futs`` that is not done yet with ``err``."""
     for fut in futs:
         if not fut.done():
             fut.set_exception(err)
@@ -998,9 +990,7 @@ class _Proposals:
 
     def time_out(self) -> None:
         self.timer = None
-        for _, fut in self.items:
-            if not fut.done():
-                fut.set_exception(errors.TIMEOUT)
+        _fail_pending((fut for _, fut in self.items), errors.TIMEOUT)
 
 
 def _no_faults(point: str) -> None:
