@@ -118,8 +118,7 @@ class Sender(ConnectionState):
         if (
             stream.headers_sent or stream.queue or headers.trailers or not trailers.trailers
             or n > window.size or n > stream.outbound.size or n > out.max_frame_size
-            or stream.stream_id in self._blocked
-        ):
+        ):  # (a stream waiting for a window has DATA queued: ``stream.queue`` covers it)
             self.send_headers(stream_id, headers)
             self.send_data(stream_id, data)
             self.send_trailers(stream_id, trailers)
