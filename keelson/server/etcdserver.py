@@ -105,6 +105,7 @@ from keelson.raft import (
     StateType,
 )
 from keelson.raft.parallel_append import split_early
+from keelson.server import envvars
 from keelson.server.apply import ALARM_BUCKET, NOSPACE, Applier
 from keelson.server.auth import MemberAuth
 from keelson.server.commit_notice import HOLD_S, CommitNotices
@@ -148,37 +149,19 @@ def commit_notice_hold_from_env() -> float:
     """Seconds a leader may hold a commit-only append (``keelson.server.commit_notice``):
     ``KEELSON_COMMIT_NOTICE_HOLD_MS`` (0 turns the hold off; unset or not a number from 0
     to 100: the default, ``HOLD_S``)."""
-    raw = os.environ.get(COMMIT_NOTICE_HOLD_ENV, "")
-    if not raw:
-        return HOLD_S
-    try:
-        ms = float(raw)
-    except ValueError:
-        ms = -1.0
-    if not 0 <= ms <= 100:
-        log.warning("ignoring %s=%r (milliseconds from 0 to 100); using %g",
-                    COMMIT_NOTICE_HOLD_ENV, raw, HOLD_S * 1000)
-        return HOLD_S
+    ms = envvars.number(os.environ, COMMIT_NOTICE_HOLD_ENV, float, 0.0, 100.0, HOLD_S * 1000,
+                        "milliseconds from 0 to 100")
     return ms / 1000
-
-
-def _switch_from_env(name: str, what: str) -> bool:
-    """An on-by-default switch: ``0`` off, ``1`` or unset on; any other value is ignored
-    with a warning."""
-    raw = os.environ.get(name, "")
-    if raw not in ("", "0", "1"):
-        log.warning("ignoring %s=%r (0 or 1); %s stays on", name, raw, what)
-    return raw != "0"
 
 
 def inline_ready_from_env() -> bool:
     """``KEELSON_INLINE_READY`` (the MemberConfig default)."""
-    return _switch_from_env(INLINE_READY_ENV, "inline Ready")
+    return envvars.switch(os.environ, INLINE_READY_ENV, "inline Ready")
 
 
 def parallel_append_from_env() -> bool:
     """``KEELSON_PARALLEL_APPEND`` (the MemberConfig default)."""
-    return _switch_from_env(PARALLEL_APPEND_ENV, "parallel append")
+    return envvars.switch(os.environ, PARALLEL_APPEND_ENV, "parallel append")
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,8 @@ import gc
 import logging
 from collections.abc import Mapping
 
+from keelson.server import envvars
+
 log = logging.getLogger(__name__)
 
 GC_GEN0_ENV = "KEELSON_GC_GEN0"
@@ -30,18 +32,8 @@ DEFAULT_GEN0 = 10_000
 def gen0_from_env(environ: Mapping[str, str]) -> int:
     """The first-generation threshold ``KEELSON_GC_GEN0`` asks for (0: Python's defaults);
     a value that is not a whole number from 0 to 10,000,000 is ignored with a warning."""
-    raw = environ.get(GC_GEN0_ENV, "")
-    if not raw:
-        return DEFAULT_GEN0
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 10_000_000:
-        log.warning("ignoring %s=%r (a whole number from 0 to 10000000); using %d",
-                    GC_GEN0_ENV, raw, DEFAULT_GEN0)
-        return DEFAULT_GEN0
-    return value
+    return envvars.number(environ, GC_GEN0_ENV, int, 0, 10_000_000, DEFAULT_GEN0,
+                          "a whole number from 0 to 10000000")
 
 
 def tune(environ: Mapping[str, str]) -> bool:
