@@ -4,6 +4,8 @@ wires several members of one event loop together (no sockets)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +72,16 @@ class Router:
         for s in self.servers.values():
             await s.start()
         return self.servers
+
+    @contextlib.asynccontextmanager
+    async def three(self, tmp: Path, **overrides: Any) -> AsyncIterator[dict[int, EtcdServer]]:
+        """``start_three``, and stop every member on the way out."""
+        servers = await self.start_three(tmp, **overrides)
+        try:
+            yield servers
+        finally:
+            for s in servers.values():
+                await s.stop()
 
 
 def deliver(dest: EtcdServer, m: Message) -> None:

@@ -158,8 +158,7 @@ def test_members_coalesce_notices_and_answer_forwarded_puts_at_once(tmp_path: Pa
     async def main() -> None:
         router = Router()
         # a hold of 30 s, busy below 60 s: every notice is held unless something carries it
-        servers = await router.start_three(tmp_path, commit_notice_hold_s=30.0)
-        try:
+        async with router.three(tmp_path, commit_notice_hold_s=30.0) as servers:
             leader = await leader_of(servers)
             lid = leader.cfg.member_id
             await leader.put(pb.PutRequest(key=b"a", value=b"1"))
@@ -189,9 +188,6 @@ def test_members_coalesce_notices_and_answer_forwarded_puts_at_once(tmp_path: Pa
                 await until(lambda s=s: s.applied_index >= leader.applied_index)  # type: ignore[misc]
                 r = await s.range(pb.RangeRequest(key=b"a", range_end=b"z", serializable=True))
                 assert [kv.key for kv in r.kvs] == [b"a", b"b", b"c", b"d", b"e"]
-        finally:
-            for s in servers.values():
-                await s.stop()
 
     asyncio.run(main())
 
@@ -200,8 +196,7 @@ def test_members_coalesce_notices_and_answer_forwarded_puts_at_once(tmp_path: Pa
 def test_without_the_hold_every_commit_is_told_at_once(tmp_path: Path) -> None:
     async def main() -> None:
         router = Router()
-        servers = await router.start_three(tmp_path, commit_notice_hold_s=0.0)
-        try:
+        async with router.three(tmp_path, commit_notice_hold_s=0.0) as servers:
             leader = await leader_of(servers)
             assert leader._notices is None
             for k in (b"a", b"b"):
@@ -211,9 +206,6 @@ def test_without_the_hold_every_commit_is_told_at_once(tmp_path: Path) -> None:
                 told = {m.to for m in router.sent[mark:]
                         if _commit_only(m) and m.commit >= index}
                 assert len(told) == 2
-        finally:
-            for s in servers.values():
-                await s.stop()
 
     asyncio.run(main())
 

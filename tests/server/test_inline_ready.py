@@ -214,8 +214,7 @@ def test_forwarded_proposals_wait_for_one_ready_with_everything_proposed_togethe
 
     async def main() -> None:
         router = Router()
-        servers = await router.start_three(tmp_path, parallel=True)
-        try:
+        async with router.three(tmp_path, parallel=True) as servers:
             leader = await leader_of(servers)
             followers = [s for s in servers.values() if s is not leader]
             await leader.put(pb.PutRequest(key=b"warm", value=b"up"))
@@ -233,9 +232,6 @@ def test_forwarded_proposals_wait_for_one_ready_with_everything_proposed_togethe
             await asyncio.gather(*puts)
             assert sum(sizes) == 30
             assert max(sizes) >= 20, sizes  # the followers' batches came together
-        finally:
-            for s in servers.values():
-                await s.stop()
 
     asyncio.run(main())
 
@@ -243,8 +239,7 @@ def test_forwarded_proposals_wait_for_one_ready_with_everything_proposed_togethe
 def test_a_lone_forwarded_proposal_is_driven_on_delivery(tmp_path: Path) -> None:
     async def main() -> None:
         router = Router()
-        servers = await router.start_three(tmp_path, parallel=True)
-        try:
+        async with router.three(tmp_path, parallel=True) as servers:
             leader = await leader_of(servers)
             follower = next(s for s in servers.values() if s is not leader)
             await follower.put(pb.PutRequest(key=b"warm", value=b"up"))
@@ -253,8 +248,5 @@ def test_a_lone_forwarded_proposal_is_driven_on_delivery(tmp_path: Path) -> None
                 await asyncio.sleep(0.01)  # proposals far apart: nothing to wait for
                 await follower.put(pb.PutRequest(key=b"k%d" % i, value=b"v"))
             assert _entries(by_task) == 0
-        finally:
-            for s in servers.values():
-                await s.stop()
 
     asyncio.run(main())

@@ -19,8 +19,7 @@ from tests.server.support import Router, leader_of
 def test_a_proposal_without_quorum_times_out(tmp_path: Path) -> None:
     async def main() -> None:
         router = Router()
-        servers = await router.start_three(tmp_path, request_timeout_s=1.0)
-        try:
+        async with router.three(tmp_path, request_timeout_s=1.0) as servers:
             leader = await leader_of(servers)
             await leader.put(pb.PutRequest(key=b"a", value=b"1"))
             router.down |= {mid for mid, s in servers.items() if s is not leader}
@@ -30,9 +29,6 @@ def test_a_proposal_without_quorum_times_out(tmp_path: Path) -> None:
             assert ei.value.message == "etcdserver: request timed out"
             assert 0.9 < time.monotonic() - started < 5
             assert leader.pending_proposals() == 0
-        finally:
-            for s in servers.values():
-                await s.stop()
 
     asyncio.run(main())
 
@@ -42,8 +38,7 @@ def test_proposals_of_one_turn_time_out_together(tmp_path: Path) -> None:
     """Every proposal of a loop turn shares one timer: all of them fail with the message."""
     async def main() -> None:
         router = Router()
-        servers = await router.start_three(tmp_path, request_timeout_s=1.0)
-        try:
+        async with router.three(tmp_path, request_timeout_s=1.0) as servers:
             leader = await leader_of(servers)
             await leader.put(pb.PutRequest(key=b"a", value=b"1"))
             router.down |= {mid for mid, s in servers.items() if s is not leader}
@@ -53,9 +48,6 @@ def test_proposals_of_one_turn_time_out_together(tmp_path: Path) -> None:
             assert [getattr(e, "message", e) for e in got] == [
                 "etcdserver: request timed out"] * 5
             assert leader.pending_proposals() == 0
-        finally:
-            for s in servers.values():
-                await s.stop()
 
     asyncio.run(main())
 

@@ -16,8 +16,7 @@ from tests.server.support import Router, leader_of, until
 def test_reads_share_a_round_and_one_cancelled_caller_leaves_the_others(tmp_path: Path) -> None:
     async def main() -> None:
         router = Router()
-        servers = await router.start_three(tmp_path, request_timeout_s=3.0)
-        try:
+        async with router.three(tmp_path, request_timeout_s=3.0) as servers:
             leader = await leader_of(servers)
             follower = next(s for s in servers.values() if s is not leader)
             await leader.put(pb.PutRequest(key=b"k", value=b"v"))
@@ -32,9 +31,6 @@ def test_reads_share_a_round_and_one_cancelled_caller_leaves_the_others(tmp_path
             # one ReadIndex request for the eight reads
             assert sum(1 for m in router.sent if m.type.name == "READ_INDEX") == before + 1
             assert not follower._reads and not follower._applied_waiters
-        finally:
-            for s in servers.values():
-                await s.stop()
 
     asyncio.run(main())
 

@@ -18,8 +18,7 @@ from tests.server.support import Router, leader_of, until
 def test_read_during_an_election_is_answered_by_the_next_leader(tmp_path: Path) -> None:
     async def main() -> None:
         router = Router()
-        servers = await router.start_three(tmp_path)
-        try:
+        async with router.three(tmp_path) as servers:
             leader = await leader_of(servers)
             await leader.put(pb.PutRequest(key=b"k", value=b"v"))
             alone = next(s for s in servers.values() if s is not leader)
@@ -35,8 +34,5 @@ def test_read_during_an_election_is_answered_by_the_next_leader(tmp_path: Path) 
             router.down.clear()
             got = await asyncio.wait_for(read, 9)
             assert [kv.value for kv in got.kvs] == [b"v"]
-        finally:
-            for s in servers.values():
-                await s.stop()
 
     asyncio.run(main())
